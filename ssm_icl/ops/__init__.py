@@ -1,1 +1,35 @@
-"""ssm_icl.ops."""
+"""Pure-JAX sequence operators: linear scans, the S6 selective scan, S4D, attention.
+
+Functions of arrays and plain Python options only (no flax, no configs).
+
+`ssm_icl.ops.selective_scan` is the *module* (so the Google-style
+`from ssm_icl.ops import selective_scan as selective_scan_lib` keeps working);
+the function is `ssm_icl.ops.selective_scan.selective_scan`. Every other public
+function is re-exported here under its own name.
+"""
+
+from ssm_icl.ops import attention
+from ssm_icl.ops import s4d
+from ssm_icl.ops import scan
+from ssm_icl.ops import selective_scan
+from ssm_icl.ops.attention import causal_attention
+from ssm_icl.ops.s4d import causal_conv_fft
+from ssm_icl.ops.s4d import s4d_kernel
+from ssm_icl.ops.scan import linear_scan
+from ssm_icl.ops.scan import resolve_impl
+from ssm_icl.ops.scan import ScanImpl
+from ssm_icl.ops.selective_scan import selective_scan_naive
+
+__all__ = [
+    "ScanImpl",
+    "attention",
+    "causal_attention",
+    "causal_conv_fft",
+    "linear_scan",
+    "resolve_impl",
+    "s4d",
+    "s4d_kernel",
+    "scan",
+    "selective_scan",
+    "selective_scan_naive",
+]

@@ -1,0 +1,1 @@
+"""Training configs (ml_collections); see docs/TRAINING.md."""

@@ -1,0 +1,168 @@
+"""Paper-style figures of in-context-learning curves (matplotlib, Agg).
+
+One line per model (solid) and baseline (dashed; trivial references dotted),
+with the shaded 5%-95% bootstrap interval, x = number of in-context examples,
+y = normalised squared error (or accuracy), optionally log-scaled, and a
+vertical line at x = d for linear regression, where least squares reaches
+zero error. Figures are drawn on `matplotlib.figure.Figure` objects, which
+render with the Agg canvas and leave pyplot's global state alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+from matplotlib import figure as mpl_figure
+import numpy as np
+
+from ssm_icl.eval import icl_curves
+
+# Names of the trivial references, drawn dotted in grey.
+TRIVIAL_NAMES = ("zero", "chance")
+# Tasks whose plots mark x = d (the input dimension).
+_VLINE_TASKS = ("linear_regression",)
+_METRIC_LABELS = {
+    "squared_error": "normalised squared error",
+    "accuracy": "accuracy",
+}
+
+
+def _array(values: Sequence[float | None]) -> np.ndarray:
+  """JSON list (None = not scored) -> float array with NaN gaps."""
+  return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
+def _ylabel(results: Mapping[str, Any]) -> str:
+  label = _METRIC_LABELS.get(results["metric"], str(results["metric"]))
+  normalizer = results.get("normalizer", 1.0)
+  if results["metric"] == "squared_error" and normalizer != 1.0:
+    label += f" (/ {normalizer:g})"
+  return label
+
+
+def draw_curves(ax: Any, results: Mapping[str, Any], *,
+                curves: Iterable[str] | None = None, log_y: bool = False,
+                title: str | None = None, legend: bool = True) -> None:
+  """Draws the curves of one `evaluate` result on a matplotlib Axes.
+
+  Args:
+    ax: the Axes.
+    results: a dict from `icl_curves.evaluate` / `load_results`.
+    curves: names to draw, in order (default: all, models first).
+    log_y: log-scaled y axis (non-positive values are clipped).
+    title: panel title (default: the task name).
+    legend: draw a legend.
+
+  Raises:
+    ValueError: if `results` is malformed or names an unknown curve.
+  """
+  icl_curves.validate_results(results)
+  available = results["curves"]
+  if curves is None:
+    models = [n for n, c in available.items()
+              if c["kind"] == icl_curves.KIND_MODEL]
+    curves = models + [n for n in available if n not in models]
+  curves = list(curves)
+  unknown = [n for n in curves if n not in available]
+  if unknown:
+    raise ValueError(f"Unknown curve(s) {unknown}; the results hold "
+                     f"{sorted(available)}.")
+  x = np.asarray(results["x"], np.float64)
+  # Matplotlib's default qualitative cycle, C0..C9.
+  palette = itertools.cycle([f"C{i}" for i in range(10)])
+  for name in curves:
+    curve = available[name]
+    mean = _array(curve["mean"])
+    low, high = _array(curve["low"]), _array(curve["high"])
+    if name in TRIVIAL_NAMES:
+      style = dict(color="0.45", linestyle=":", linewidth=1.5)
+    elif curve["kind"] == icl_curves.KIND_MODEL:
+      style = dict(color=next(palette), linestyle="-", linewidth=2.0)
+    else:
+      style = dict(color=next(palette), linestyle="--", linewidth=1.2)
+    ax.plot(x, mean, label=name, marker="." if len(x) < 3 else None, **style)
+    ax.fill_between(x, low, high, color=style["color"], alpha=0.2,
+                    linewidth=0)
+  config = results.get("task_config", {})
+  if results["task"] in _VLINE_TASKS and "n_dims" in config:
+    ax.axvline(config["n_dims"], color="0.3", linestyle="-.", linewidth=1,
+               label=f"d = {config['n_dims']}")
+  if log_y:
+    ax.set_yscale("log", nonpositive="clip")
+  ax.set_xlabel("in-context examples")
+  ax.set_ylabel(_ylabel(results))
+  ax.set_title(results["task"] if title is None else title)
+  ax.grid(True, alpha=0.3)
+  if legend:
+    ax.legend(fontsize="small", frameon=False)
+
+
+def _save(fig: mpl_figure.Figure, path_stem: str | os.PathLike
+          ) -> tuple[str, str]:
+  stem = os.fspath(path_stem)
+  parent = os.path.dirname(stem)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  paths = (stem + ".png", stem + ".svg")
+  fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+  fig.savefig(paths[1], bbox_inches="tight")
+  return paths
+
+
+def plot_curves(results: Mapping[str, Any], path_stem: str | os.PathLike, *,
+                curves: Iterable[str] | None = None, log_y: bool = False,
+                title: str | None = None) -> tuple[str, str]:
+  """Plots one task's curves and writes `<path_stem>.png` and `.svg`.
+
+  Args:
+    results: a dict from `icl_curves.evaluate` / `load_results`.
+    path_stem: output path without extension.
+    curves: names to draw (default: all).
+    log_y: log-scaled y axis.
+    title: figure title (default: the task name).
+
+  Returns:
+    The (png, svg) paths written.
+  """
+  fig = mpl_figure.Figure(figsize=(5.5, 4.0))
+  draw_curves(fig.add_subplot(1, 1, 1), results, curves=curves, log_y=log_y,
+              title=title)
+  return _save(fig, path_stem)
+
+
+def plot_grid(results_list: Sequence[Mapping[str, Any]],
+              path_stem: str | os.PathLike, *, ncols: int = 3,
+              log_y: bool = False, curves: Iterable[str] | None = None
+              ) -> tuple[str, str]:
+  """Plots several tasks as a grid of panels (one per result).
+
+  Args:
+    results_list: one `evaluate` result per panel.
+    path_stem: output path without extension.
+    ncols: panels per row, >= 1.
+    log_y: log-scaled y axes.
+    curves: names to draw in every panel (default: all of each result).
+
+  Returns:
+    The (png, svg) paths written.
+
+  Raises:
+    ValueError: on an empty list or ncols < 1.
+  """
+  if not results_list:
+    raise ValueError("results_list is empty; pass at least one result.")
+  if not (isinstance(ncols, int) and ncols >= 1):
+    raise ValueError(f"ncols={ncols!r} must be an int >= 1.")
+  ncols = min(ncols, len(results_list))
+  nrows = math.ceil(len(results_list) / ncols)
+  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
+  for i, results in enumerate(results_list):
+    ax = fig.add_subplot(nrows, ncols, i + 1)
+    names = None if curves is None else [
+        n for n in curves if n in results["curves"]]
+    draw_curves(ax, results, curves=names, log_y=log_y)
+  fig.tight_layout()
+  return _save(fig, path_stem)

@@ -1,0 +1,90 @@
+"""Causal multi-head self-attention, GPT-2 / nanoGPT style.
+
+  q, k, v = split(c_attn(x))       # fused [D, 3D] projection with bias
+  y = softmax(q k^T / sqrt(hd) + causal mask) v    per head
+  out = c_proj(y)                  # [D, D] with bias
+
+The same module serves the Transformer (HF GPT-2 init) and the hybrids
+(nanoGPT `CausalSelfAttention` inside the Mamba `MixerModel`, whose
+`_init_weights` zeroes the biases). The attention core is
+`ssm_icl.ops.attention.causal_attention`, which chooses between a dense and a
+blocked online-softmax path for long sequences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssm_icl.nn import axes
+from ssm_icl.nn import initializers as inits
+from ssm_icl.nn import layers
+from ssm_icl.ops import attention as attention_ops
+
+Dtype = Any
+
+
+class CausalSelfAttention(nn.Module):
+  """Causal multi-head self-attention with a fused qkv projection.
+
+  Attributes:
+    d_model: residual width D (= n_head * head_dim).
+    n_head: number of heads.
+    n_layer: the config's n_layer, for GPT-2's c_proj init scaling.
+    init_style: `inits.STYLE_GPT2` (N(0, 0.02), c_proj
+      N(0, 0.02/sqrt(2 n_layer))) or `inits.STYLE_MAMBA` (PyTorch default
+      weights; c_proj is *not* rescaled, as in the reference).
+      Biases start at zero in both.
+    attn_impl: implementation of the attention core (see `ops.attention`).
+    block_size: query/key block length of the blocked path.
+    dtype: compute dtype (the softmax runs in float32 inside the op).
+    param_dtype: storage dtype of the parameters.
+  """
+  d_model: int
+  n_head: int = 8
+  n_layer: int = 1
+  init_style: str = inits.STYLE_GPT2
+  attn_impl: str = "auto"
+  block_size: int = 128
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Applies attention.
+
+    Args:
+      x: [b, l, d_model] (already normalised) input.
+      deterministic: unused (attention dropout is 0 in the paper).
+
+    Returns:
+      [b, l, d_model] in `dtype`.
+    """
+    del deterministic
+    if self.d_model % self.n_head:
+      raise ValueError(f"d_model={self.d_model} must be divisible by "
+                       f"n_head={self.n_head}.")
+    b, l, d = x.shape
+    head_dim = d // self.n_head
+    qkv_k, qkv_b = layers.linear_inits(self.init_style, d, self.n_layer,
+                                       residual=False)
+    # The reference scales the GPT-2 c_proj but not the hybrid one.
+    proj_k, proj_b = layers.linear_inits(
+        self.init_style, d, self.n_layer,
+        residual=self.init_style == inits.STYLE_GPT2)
+    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    qkv = layers.Dense(3 * d, kernel_axes=(axes.EMBED, axes.HEADS),
+                       kernel_init=qkv_k, bias_init=qkv_b, name="c_attn",
+                       **dense)(x)
+    q, k, v = (t.reshape(b, l, self.n_head, head_dim)
+               for t in jnp.split(qkv, 3, axis=-1))  # [b, l, h, hd]
+    y = attention_ops.causal_attention(q, k, v, impl=self.attn_impl,
+                                       block_size=self.block_size)
+    y = y.reshape(b, l, d)
+    return layers.Dense(d, kernel_axes=(axes.HEADS, axes.EMBED),
+                        kernel_init=proj_k, bias_init=proj_b, name="c_proj",
+                        **dense)(y)

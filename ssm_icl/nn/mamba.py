@@ -1,0 +1,177 @@
+"""The Mamba v1 (selective SSM) mixer, as in official `mamba_simple.Mamba`.
+
+For h: [b, l, D], with E = expand * D, N = d_state, R = dt_rank, K = d_conv
+(paper.md section 6):
+
+  x, z = split(in_proj(h))                    # [b, l, E] each
+  u = silu(causal_depthwise_conv1d(x))        # [b, l, E]
+  dt_low, B, C = split(x_proj(u))             # R, N, N
+  delta = dt_low @ dt_proj.kernel             # bias added inside the scan
+  y = selective_scan_lib.selective_scan(u, delta, A_log, B, C, D, dt_bias=dt_proj.bias, z=z)
+  out = out_proj(y)                           # [b, l, D]
+
+Parameter names and shapes map one to one onto the PyTorch module
+(`in_proj.weight` = `in_proj/kernel`.T, `conv1d.weight[:, 0, :]` =
+`conv1d/kernel`.T, ...). `A_log`, `D` and the dt bias are stored in float32
+and the scan runs in float32 whatever the compute dtype, as in the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Union
+
+from flax import linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+from ssm_icl.nn import axes
+from ssm_icl.nn import initializers as inits
+from ssm_icl.nn import layers
+from ssm_icl.ops import selective_scan as selective_scan_lib
+
+Dtype = Any
+
+
+def resolve_dt_rank(dt_rank: Union[int, str], d_model: int) -> int:
+  """dt_rank, with "auto" = ceil(d_model / 16) as in official Mamba."""
+  if dt_rank == "auto":
+    return math.ceil(d_model / 16)
+  if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
+    raise ValueError(f"dt_rank must be 'auto' or a positive int, got "
+                     f"{dt_rank!r}.")
+  return dt_rank
+
+
+class DtProj(nn.Module):
+  """Mamba's dt_proj: a [R, E] kernel and an [E] bias kept apart.
+
+  The bias is returned rather than added so the scan can add it in float32
+  before the softplus (`delta_bias` in the reference).
+
+  Attributes:
+    d_inner: output width E.
+    dt_min, dt_max, dt_init_floor: range of the initial step sizes.
+    dtype: compute dtype of the projection.
+    param_dtype: storage dtype of the kernel (the bias is always float32).
+  """
+  d_inner: int
+  dt_min: float = 1e-3
+  dt_max: float = 0.1
+  dt_init_floor: float = 1e-4
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, dt_low: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Projects dt_low: [b, l, R] to ([b, l, E] without bias, bias [E])."""
+    dt_rank = dt_low.shape[-1]
+    kernel = self.param(
+        "kernel",
+        nn.with_logical_partitioning(inits.dt_proj_kernel(dt_rank),
+                                     (axes.DT_RANK, axes.INNER)),
+        (dt_rank, self.d_inner), self.param_dtype)
+    bias = self.param(
+        "bias",
+        nn.with_logical_partitioning(
+            inits.dt_bias(self.dt_min, self.dt_max, self.dt_init_floor),
+            (axes.INNER,)),
+        (self.d_inner,), jnp.float32)
+    dt_low, kernel = nn.dtypes.promote_dtype(dt_low, kernel, dtype=self.dtype)
+    delta = lax.dot_general(dt_low, kernel,
+                            (((dt_low.ndim - 1,), (0,)), ((), ())))
+    return delta, bias
+
+
+class MambaMixer(nn.Module):
+  """Official Mamba v1 mixer (selective SSM with gating).
+
+  Attributes:
+    d_model: residual width D.
+    d_state: SSM state size N.
+    d_conv: causal conv width K.
+    expand: E = expand * D.
+    dt_rank: R, or "auto" = ceil(D / 16).
+    dt_min, dt_max: range of the initial softplus(dt bias).
+    dt_init_floor: lower clamp of the initial dt.
+    conv_bias: whether conv1d has a bias.
+    bias: whether in_proj / out_proj have biases (initialised to zero, as the
+      reference's `_init_weights` does).
+    scan_impl: `ops.scan.ScanImpl` value for the selective scan.
+    chunk_size: scan chunk length (None = the op's default).
+    n_layer: the config's n_layer; out_proj is scaled by 1/sqrt(n_layer).
+    dtype: compute dtype of projections and conv.
+    param_dtype: storage dtype of the projection and conv parameters.
+  """
+  d_model: int
+  d_state: int = 16
+  d_conv: int = 4
+  expand: int = 2
+  dt_rank: Union[int, str] = "auto"
+  dt_min: float = 1e-3
+  dt_max: float = 0.1
+  dt_init_floor: float = 1e-4
+  conv_bias: bool = True
+  bias: bool = False
+  scan_impl: str = "auto"
+  chunk_size: Optional[int] = None
+  n_layer: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @property
+  def d_inner(self) -> int:
+    return self.expand * self.d_model
+
+  @property
+  def resolved_dt_rank(self) -> int:
+    return resolve_dt_rank(self.dt_rank, self.d_model)
+
+  @nn.compact
+  def __call__(self, h: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Applies the mixer.
+
+    Args:
+      h: [b, l, d_model] (already normalised) input.
+      deterministic: unused (no dropout); kept for the common mixer API.
+
+    Returns:
+      [b, l, d_model] in `dtype`.
+    """
+    del deterministic
+    e, n, r = self.d_inner, self.d_state, self.resolved_dt_rank
+    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    xz = layers.Dense(2 * e, use_bias=self.bias,
+                      kernel_axes=(axes.EMBED, axes.INNER),
+                      bias_init=inits.zeros, name="in_proj", **dense)(h)
+    x, z = jnp.split(xz, 2, axis=-1)  # [b, l, e] each
+    u = layers.CausalDepthwiseConv1d(
+        width=self.d_conv, use_bias=self.conv_bias, name="conv1d",
+        **dense)(x)
+    u = jax.nn.silu(u)  # [b, l, e]
+
+    x_dbl = layers.Dense(r + 2 * n, use_bias=False,
+                         kernel_axes=(axes.INNER, axes.XPROJ), name="x_proj",
+                         **dense)(u)
+    dt_low, B, C = jnp.split(x_dbl, [r, r + n], axis=-1)
+    delta, dt_bias = DtProj(e, self.dt_min, self.dt_max, self.dt_init_floor,
+                            name="dt_proj", **dense)(dt_low)  # [b, l, e]
+
+    A_log = self.param(
+        "A_log",
+        nn.with_logical_partitioning(inits.s4d_real_a_log,
+                                     (axes.INNER, axes.STATE)),
+        (e, n), jnp.float32)
+    D = self.param("D", nn.with_logical_partitioning(inits.ones,
+                                                     (axes.INNER,)),
+                   (e,), jnp.float32)
+    y = selective_scan_lib.selective_scan(
+        u, delta, A_log, B, C, D, dt_bias=dt_bias, z=z, impl=self.scan_impl,
+        chunk_size=self.chunk_size)  # [b, l, e]
+
+    return layers.Dense(
+        self.d_model, use_bias=self.bias, kernel_axes=(axes.INNER, axes.EMBED),
+        kernel_init=inits.mamba_out_proj(e, self.n_layer),
+        bias_init=inits.zeros, name="out_proj", **dense)(y)

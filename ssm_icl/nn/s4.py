@@ -1,0 +1,164 @@
+"""S4D and S4-Mamba mixers (paper.md sections 3.3 and 3.4).
+
+S4D (minimal S4D of the S4 repository, H = D channels, d_state/2 complex
+modes per channel):
+
+  K = s4d_kernel(log_dt, log_A_real, A_imag, C, l)     # [H, l]
+  y = gelu(causal_conv(u, K) + D * u)
+  out = glu(output_linear(y))       # pointwise Conv1d(H -> 2H), then GLU
+
+S4-Mamba: the Mamba block with the selective scan replaced by the
+time-invariant S4D convolution on the E = expand * D inner channels:
+
+  x, z = split(in_proj(h))
+  u = silu(conv1d(x))
+  y = dropout(causal_conv(u, K) + D * u)    # dropout 0.1 in training
+  out = out_proj(y * z)                     # linear gate: no silu on z
+
+The S4-Mamba dropout mask is shared over time (the reference's `DropoutNd`
+with tie=True), i.e. it drops whole channels of a prompt. All S4D kernel
+parameters and D are stored in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssm_icl.nn import axes
+from ssm_icl.nn import initializers as inits
+from ssm_icl.nn import layers
+from ssm_icl.ops import s4d as s4d_ops
+
+Dtype = Any
+
+
+def _s4d_conv(module: nn.Module, u: jax.Array, n_modes: int, channel_axis: str,
+              dt_min: float, dt_max: float) -> jax.Array:
+  """Creates the S4D parameters in `module` and applies the convolution.
+
+  Args:
+    module: the (compact) module whose scope holds the parameters.
+    u: [b, l, h] input.
+    n_modes: complex modes per channel.
+    channel_axis: logical name of the h axis.
+    dt_min, dt_max: range of the initial step size.
+
+  Returns:
+    [b, l, h] float32.
+  """
+  h, length = u.shape[-1], u.shape[1]
+  ch, st = channel_axis, axes.STATE
+
+  def param(name, init, shape, names):
+    return module.param(name, nn.with_logical_partitioning(init, names), shape,
+                        jnp.float32)
+
+  log_dt = param("log_dt", inits.s4d_log_dt(dt_min, dt_max), (h,), (ch,))
+  log_a_real = param("log_A_real", inits.s4d_log_a_real, (h, n_modes),
+                     (ch, st))
+  a_imag = param("A_imag", inits.s4d_a_imag, (h, n_modes), (ch, st))
+  c = param("C", inits.complex_normal, (h, n_modes, 2), (ch, st, None))
+  d = param("D", inits.normal(1.0), (h,), (ch,))
+  kernel = s4d_ops.s4d_kernel(log_dt, log_a_real, a_imag, c, length)  # [h, l]
+  u32 = u.astype(jnp.float32)
+  y = s4d_ops.causal_conv_fft(u32, kernel)  # [b, l, h]
+  return y.astype(jnp.float32) + d * u32
+
+
+class S4DMixer(nn.Module):
+  """S4D mixer of the paper's S4 model (reference `S4Wrapper` -> `S4D`).
+
+  Attributes:
+    d_model: channels H = D.
+    d_state: state size; the kernel has d_state // 2 complex modes.
+    dt_min, dt_max: range of the initial step size.
+    dropout: dropout after the GELU (0 in the paper), tied over time.
+    dtype: compute dtype of output_linear.
+    param_dtype: storage dtype of output_linear.
+  """
+  d_model: int
+  d_state: int = 16
+  dt_min: float = 1e-3
+  dt_max: float = 0.1
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Maps x: [b, l, d_model] to [b, l, d_model] in `dtype`."""
+    h = self.d_model
+    y = _s4d_conv(self, x, self.d_state // 2, axes.EMBED, self.dt_min,
+                  self.dt_max)
+    # nn.GELU() in the reference is the exact (erf) GELU.
+    y = nn.gelu(y, approximate=False)
+    if self.dropout > 0:
+      y = nn.Dropout(self.dropout, broadcast_dims=(1,))(
+          y, deterministic=deterministic)
+    # Conv1d(H, 2H, kernel_size=1) = a Dense; its PyTorch default init has
+    # fan_in = H for weight and bias, and `_init_weights` leaves Conv1d
+    # biases alone, so the bias is not zeroed.
+    y = layers.Dense(2 * h, kernel_axes=(axes.EMBED, axes.MLP),
+                     dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="output_linear")(y.astype(self.dtype))
+    a, gate = jnp.split(y, 2, axis=-1)
+    return a * jax.nn.sigmoid(gate)
+
+
+class S4MambaMixer(nn.Module):
+  """S4-Mamba mixer (reference `S4Mamba`): Mamba with an LTI S4D core.
+
+  Attributes:
+    d_model: residual width D.
+    d_state: state size; the kernel has d_state // 2 complex modes.
+    d_conv: causal conv width.
+    expand: E = expand * D.
+    dt_min, dt_max: range of the initial step size.
+    dropout: dropout on the S4D output (0.1 in the reference), active only
+      when `deterministic=False`; the mask is tied over time.
+    conv_bias: whether conv1d has a bias.
+    bias: whether in_proj / out_proj have (zero-initialised) biases.
+    n_layer: the config's n_layer; out_proj is scaled by 1/sqrt(n_layer).
+    dtype: compute dtype of projections and conv.
+    param_dtype: storage dtype of projections and conv.
+  """
+  d_model: int
+  d_state: int = 16
+  d_conv: int = 4
+  expand: int = 2
+  dt_min: float = 1e-3
+  dt_max: float = 0.1
+  dropout: float = 0.1
+  conv_bias: bool = True
+  bias: bool = False
+  n_layer: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Maps h: [b, l, d_model] to [b, l, d_model] in `dtype`."""
+    e = self.expand * self.d_model
+    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    xz = layers.Dense(2 * e, use_bias=self.bias,
+                      kernel_axes=(axes.EMBED, axes.INNER),
+                      bias_init=inits.zeros, name="in_proj", **dense)(h)
+    x, z = jnp.split(xz, 2, axis=-1)  # [b, l, e] each
+    u = jax.nn.silu(layers.CausalDepthwiseConv1d(
+        width=self.d_conv, use_bias=self.conv_bias, name="conv1d",
+        **dense)(x))
+    y = _s4d_conv(self, u, self.d_state // 2, axes.INNER, self.dt_min,
+                  self.dt_max)  # [b, l, e] float32
+    if self.dropout > 0:
+      # Tied over time (axis 1) like the reference DropoutNd(tie=True).
+      y = nn.Dropout(self.dropout, broadcast_dims=(1,))(
+          y, deterministic=deterministic)
+    y = y.astype(self.dtype) * z  # linear gate, as in the reference
+    return layers.Dense(
+        self.d_model, use_bias=self.bias, kernel_axes=(axes.INNER, axes.EMBED),
+        kernel_init=inits.mamba_out_proj(e, self.n_layer),
+        bias_init=inits.zeros, name="out_proj", **dense)(y)

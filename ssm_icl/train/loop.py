@@ -1,0 +1,323 @@
+"""`train_and_evaluate(config, workdir)`: the training program.
+
+One function in sections, in the order they run:
+  1. workdir and config checks      5. resume or initialise
+  2. mesh and logical-axis rules     6. compiled steps (lazily per n_points)
+  3. task, model, optimiser          7. the loop (metrics, eval, checkpoints)
+  4. abstract state and shardings    8. wrap-up
+
+Every input error (mesh vs device count, batch vs data axis, prompt longer
+than the model's positions, incompatible checkpoint, unwritable workdir) is
+raised in sections 1-5, before anything is compiled.
+
+Resume priority: the latest readable checkpoint in `workdir/checkpoints`
+(see `checkpoint.Checkpointer.restore_latest`), else a fresh init from the
+seed. Because every batch is drawn from `fold_in(seed, step)`, a resumed run
+reproduces the uninterrupted run bit for bit on the same machine.
+
+A SIGTERM (or, under `jax.distributed`, a preemption notice) makes the loop
+save the current step and return normally, so the process exits with status
+0. A non-finite loss raises `NonFiniteLossError` naming the first bad step;
+no checkpoint is written after it, so the last checkpoint on disk is good.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+from absl import logging
+from flax import linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from ssm_icl import models
+from ssm_icl import tasks
+from ssm_icl.parallel import distributed
+from ssm_icl.parallel import mesh as mesh_lib
+from ssm_icl.train import checkpoint as ckpt_lib
+from ssm_icl.train import metrics as metrics_lib
+from ssm_icl.train import optim
+from ssm_icl.train import state as state_lib
+from ssm_icl.train import step as step_lib
+
+PRECISIONS = ("default", "high", "highest")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` returns.
+
+  Attributes:
+    state: the final train state.
+    step: the number of completed steps.
+    interrupted: True when a signal or preemption stopped the run early.
+    last_metrics: the last record written to metrics.jsonl (train/*).
+    last_eval: the last evaluation's metrics (eval/*), or {}.
+  """
+  state: Any
+  step: int
+  interrupted: bool
+  last_metrics: dict[str, Any]
+  last_eval: dict[str, Any]
+
+
+def console(message: str) -> None:
+  """Prints on process 0 (and logs), so progress shows whatever verbosity."""
+  if distributed.is_main_process():
+    print(message, flush=True)
+  logging.info(message)
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises ValueError unless `workdir` can be created and written."""
+  if "://" in workdir:  # object stores: Orbax checks them itself
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check"):
+      pass
+  except OSError as e:
+    raise ValueError(
+        f"workdir={workdir!r} is not writable ({type(e).__name__}: {e}); "
+        "pass a --workdir you can write to.") from None
+
+
+def resolve_config(config: ml_collections.ConfigDict,
+                   task: Any) -> ml_collections.ConfigDict:
+  """A copy of `config` with the model's d_in/d_out filled from the task."""
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  for field, value in (("d_in", task.d_in), ("d_out", task.d_out)):
+    given = resolved.model[field]
+    if given is not None and given != value:
+      raise ValueError(
+          f"model.{field}={given} does not match the task {task.name!r}, "
+          f"which needs {value}; leave it None to take it from the task.")
+    resolved.model[field] = value
+  dt_rank = resolved.model.get("dt_rank")
+  if isinstance(dt_rank, str) and dt_rank.isdigit():  # "--config...=16"
+    resolved.model.dt_rank = int(dt_rank)
+  return resolved
+
+
+def build(config: ml_collections.ConfigDict) -> tuple[Any, Any, Any, Any]:
+  """(task, curriculum, ModelConfig, resolved config) from a config.
+
+  Raises:
+    ValueError: unknown task/model fields, or a prompt longer than the
+      model's position table.
+  """
+  task = tasks.get_task(config.task.name, **config.task.kwargs.to_dict())
+  curriculum = tasks.Curriculum.from_config(config.task.curriculum)
+  resolved = resolve_config(config, task)
+  model_cfg = models.ModelConfig.from_config_dict(resolved.model)
+  if model_cfg.uses_positions:
+    task.check_fits(curriculum.points_end, model_cfg.n_positions)
+  return task, curriculum, model_cfg, resolved
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       devices: list[jax.Device] | None = None
+                       ) -> TrainResult:
+  """Trains (or resumes) the run described by `config` in `workdir`.
+
+  Args:
+    config: a config from `configs/*.py` (see docs/TRAINING.md).
+    workdir: run directory: checkpoints/, metrics.jsonl, tensorboard/,
+      config.json.
+    devices: devices of the mesh (default: all devices of all processes).
+
+  Returns:
+    A `TrainResult`.
+
+  Raises:
+    ValueError: invalid config, mesh, batch, workdir or checkpoint.
+    NonFiniteLossError: the loss became NaN/Inf (the message names the step).
+  """
+  # ---------------------------------------------------------- 1. workdir
+  check_workdir(workdir)
+  tcfg = config.train
+  if tcfg.matmul_precision not in PRECISIONS:
+    raise ValueError(f"train.matmul_precision={tcfg.matmul_precision!r} is "
+                     f"unknown; expected one of {PRECISIONS}.")
+  for field in ("steps", "log_every"):
+    if tcfg[field] <= 0:
+      raise ValueError(f"train.{field}={tcfg[field]} must be positive.")
+
+  # ---------------------------------------------------------- 2. mesh
+  mesh = mesh_lib.make_mesh(config.mesh.shape, config.mesh.axes, devices)
+  rules = mesh_lib.axis_rules(config.mesh.rules, mesh)
+  mesh_lib.check_batch_divisible(tcfg.batch_size, mesh)
+
+  # ---------------------------------------------------------- 3. task, model
+  task, curriculum, model_cfg, resolved = build(config)
+  config_dict = resolved.to_dict()
+  model = models.build_model(model_cfg)
+  tx = optim.make_optimizer(tcfg)
+  schedule = optim.learning_rate_schedule(tcfg)
+  if distributed.is_main_process():
+    with open(os.path.join(workdir, "config.json"), "w",
+              encoding="utf-8") as f:
+      json.dump(config_dict, f, indent=2)
+
+  with (jax.set_mesh(mesh), nn.logical_axis_rules(rules),
+        jax.default_matmul_precision(tcfg.matmul_precision)):
+    # -------------------------------------------------------- 4. shardings
+    first_points = curriculum.at(0)[1]
+    token_shape = (1, task.seq_len(first_points), task.d_in)
+    sharded = state_lib.abstract_state(model, tx, token_shape, tcfg.seed,
+                                       mesh, rules)
+    rows = metrics_lib.parameter_rows(sharded.boxed.params,
+                                      sharded.shardings.params)
+    console(f"Mesh {dict(mesh.shape)} over {mesh.devices.size} devices "
+            f"({jax.process_count()} processes), rules {config.mesh.rules!r};"
+            f" model {model_cfg.family} {model_cfg.block_pattern}")
+    console(metrics_lib.parameter_overview(rows))
+
+    # -------------------------------------------------------- 5. resume
+    ckpt = ckpt_lib.Checkpointer(
+        workdir, every=config.ckpt.every, max_to_keep=config.ckpt.max_to_keep,
+        async_save=config.ckpt.async_save)
+    restored = ckpt.restore_latest(sharded.target, config_dict)
+    if restored is None:
+      state, start = state_lib.init_state(sharded), 0
+      console(f"Initialised from seed {tcfg.seed}.")
+    else:
+      state, _, start = restored
+      console(f"Resumed from the checkpoint at step {start} in "
+              f"{ckpt.directory}.")
+    writer = metrics_lib.MetricWriter(
+        workdir, enabled=distributed.is_main_process())
+    writer.truncate_after(start)
+
+    # -------------------------------------------------------- 6. compile
+    train_fns, eval_fns, scalars = {}, {}, {}
+    replicated = mesh_lib.replicated(mesh)
+
+    def train_fn(n_points):
+      if n_points not in train_fns:
+        task.check_fits(n_points, model_cfg.n_positions)
+        train_fns[n_points] = step_lib.jit_train_step(
+            sharded.shardings, mesh, task=task, batch_size=tcfg.batch_size,
+            n_points=n_points, seed=tcfg.seed, schedule=schedule)
+      return train_fns[n_points]
+
+    def scalar(value):
+      # Global (replicated) scalars, so multi-process jit accepts them.
+      if value not in scalars:
+        scalars[value] = jax.device_put(np.int32(value), replicated)
+      return scalars[value]
+
+    def evaluate(state, n_points):
+      if n_points not in eval_fns:
+        eval_fns[n_points] = step_lib.jit_eval_step(
+            sharded.shardings.params, mesh, apply_fn=state.apply_fn,
+            task=task, batch_size=tcfg.batch_size, n_points=n_points,
+            seed=tcfg.seed)
+      n_batches = max(1, math.ceil(tcfg.eval_prompts / tcfg.batch_size))
+      sums = None
+      for i in range(n_batches):
+        out = eval_fns[n_points](state.params, scalar(i))
+        sums = out if sums is None else jax.tree.map(np.add, sums, out)
+      sums = jax.device_get(sums)
+      return {
+          "eval/loss": float(sums["loss_sum"]) / (n_batches * tcfg.batch_size),
+          "eval/metric": float(sums["metric_sum"] / sums["metric_count"]),
+          "eval/metric_last": float(sums["last_sum"] / sums["last_count"]),
+          "eval/n_points": n_points,
+      }
+
+    # -------------------------------------------------------- 7. loop
+    total = tcfg.steps
+    progress = metrics_lib.Progress(total, start)
+    pending = []  # (step, metrics) not yet checked / written
+    window = []   # host metrics since the last record
+    last_record, last_eval = {}, {}
+    step, interrupted = start, False
+    use_signal = not jax.distributed.is_initialized()
+
+    def drain():
+      """Fetches pending metrics; raises at the first non-finite loss."""
+      fetched = jax.device_get([m for _, m in pending])
+      for (s, _), values in zip(pending, fetched):
+        loss = float(values["train/loss"])
+        if not math.isfinite(loss):
+          saved = ckpt.all_steps()
+          raise NonFiniteLossError(
+              f"Non-finite training loss ({loss}) at step {s}; stopping. "
+              f"Nothing was saved after it: the last good checkpoint is step "
+              f"{saved[-1] if saved else 'none'} in {ckpt.directory}.")
+        window.append(values)
+      pending.clear()
+
+    with ckpt_lib.SignalFlag() if use_signal else _NoSignal() as signals:
+      if start >= total:
+        console(f"Nothing to do: the checkpoint is at step {start} and "
+                f"train.steps={total}.")
+      while step < total:
+        n_dims, n_points = curriculum.at(step)
+        state, step_metrics = train_fn(n_points)(
+            state, scalar(n_dims), scalar(tcfg.inject_nan_at_step))
+        step += 1
+        pending.append((step, step_metrics))
+        progress.add_tokens(tcfg.batch_size * task.seq_len(n_points))
+
+        if step % tcfg.log_every == 0 or step == total:
+          drain()
+          rates = progress.report(step)
+          last_record = {
+              k: float(np.mean([w[k] for w in window])) for k in window[0]}
+          last_record.update(
+              {"train/n_points": n_points, "train/n_dims": n_dims,
+               "perf/steps_per_s": rates["steps_per_s"],
+               "perf/tokens_per_s": rates["tokens_per_s"]})
+          window.clear()
+          writer.write(step, last_record)
+          console(progress.line(step, last_record["train/loss"], rates))
+
+        if tcfg.eval_every > 0 and (step % tcfg.eval_every == 0
+                                    or step == total):
+          last_eval = evaluate(state, n_points)
+          writer.write(step, last_eval)
+          console(f"eval at step {step}: loss {last_eval['eval/loss']:.4g}, "
+                  f"metric {last_eval['eval/metric']:.4g} (last slot "
+                  f"{last_eval['eval/metric_last']:.4g}), n_points "
+                  f"{n_points}")
+
+        stop = signals.requested or ckpt.reached_preemption(step)
+        if stop or step == total or ckpt.should_save(step):
+          drain()  # never save a state whose loss history is non-finite
+          ckpt.save(step, state, ckpt_lib.make_meta(config_dict, step, mesh))
+        if stop:
+          interrupted = True
+          console(f"Stopping at step {step} "
+                  f"({signals.signal_name or 'preemption'}); checkpoint "
+                  f"saved in {ckpt.directory}.")
+          break
+
+    # ---------------------------------------------------------- 8. wrap-up
+    ckpt.close()
+    writer.close()
+  return TrainResult(state=state, step=step, interrupted=interrupted,
+                     last_metrics=last_record, last_eval=last_eval)
+
+
+class _NoSignal:
+  """Stands in for `SignalFlag` when JAX's preemption service owns SIGTERM."""
+  requested = False
+  signal_name = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return None

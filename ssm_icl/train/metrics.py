@@ -1,0 +1,239 @@
+"""Observability: JSONL + TensorBoard metrics, the progress line, and the
+parameter/sharding overview printed at start-up.
+
+Only process 0 writes files or prints; the other processes get writers that do
+nothing, so the training loop never branches on the process index itself.
+TensorBoard event files come from tensorboardX, which has no TensorFlow
+dependency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import json
+import math
+import os
+import time
+from typing import Any
+
+from flax import linen as nn
+import jax
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class MetricWriter:
+  """Appends scalar metrics to `workdir/metrics.jsonl` and TensorBoard.
+
+  Attributes:
+    path: the JSONL file.
+    enabled: False on processes other than 0 (then every method is a no-op).
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True,
+               tensorboard: bool = True):
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self.enabled = enabled
+    self._tb = None
+    if enabled and tensorboard:
+      # Imported lazily: tensorboardX pulls in protobuf, which slows imports.
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._tb = tensorboardX.SummaryWriter(
+          logdir=os.path.join(workdir, TENSORBOARD_DIR))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops JSONL records with a step > `step` (left by a killed run).
+
+    A resumed run replays the steps after its checkpoint; removing their old
+    records keeps exactly one record per (step, metric) in the file.
+
+    Args:
+      step: the step training resumes from.
+    """
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept = []
+    with open(self.path, encoding="utf-8") as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut short by a kill
+        if record.get("step", 0) <= step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = self.path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    """Writes one record: `{"step": step, **scalars}`.
+
+    Args:
+      step: the training step the values belong to.
+      scalars: metric name -> Python/numpy scalar.
+    """
+    if not self.enabled:
+      return
+    values = {k: _to_python(v) for k, v in scalars.items()}
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps({"step": int(step), **values}) + "\n")
+    if self._tb is not None:
+      for name, value in values.items():
+        if isinstance(value, (int, float)):
+          self._tb.add_scalar(name, value, int(step))
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def _to_python(value: Any) -> Any:
+  """Converts numpy/JAX scalars to JSON-friendly Python values."""
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    value = np.asarray(value).item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/Inf literals
+  return value
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The records of `workdir/metrics.jsonl`, in file order."""
+  path = os.path.join(workdir, METRICS_FILE)
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def format_duration(seconds: float) -> str:
+  """1h02m, 3m05s, 42s."""
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  if hours:
+    return f"{hours}h{minutes:02d}m"
+  if minutes:
+    return f"{minutes}m{secs:02d}s"
+  return f"{secs}s"
+
+
+def _si(value: float) -> str:
+  """12.3k, 4.56M."""
+  for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    if abs(value) >= scale:
+      return f"{value / scale:.3g}{unit}"
+  return f"{value:.3g}"
+
+
+class Progress:
+  """Throughput and ETA over the steps since the last report.
+
+  The first window includes compilation, so its rates are low; later windows
+  measure the steady state.
+  """
+
+  def __init__(self, total_steps: int, start_step: int,
+               clock=time.perf_counter):
+    self._total = total_steps
+    self._clock = clock
+    self._last_step = start_step
+    self._last_time = clock()
+    self._tokens = 0
+
+  def add_tokens(self, n_tokens: int) -> None:
+    """Counts the tokens of one more step."""
+    self._tokens += n_tokens
+
+  def report(self, step: int) -> dict[str, float]:
+    """Rates since the previous report; resets the window.
+
+    Args:
+      step: the number of completed steps.
+
+    Returns:
+      {"steps_per_s", "tokens_per_s", "eta_s"}.
+    """
+    now = self._clock()
+    elapsed = max(now - self._last_time, 1e-9)
+    steps_per_s = (step - self._last_step) / elapsed
+    tokens_per_s = self._tokens / elapsed
+    remaining = self._total - step
+    eta = remaining / steps_per_s if steps_per_s > 0 else math.inf
+    self._last_step, self._last_time, self._tokens = step, now, 0
+    return {"steps_per_s": steps_per_s, "tokens_per_s": tokens_per_s,
+            "eta_s": eta}
+
+  def line(self, step: int, loss: float, rates: Mapping[str, float]) -> str:
+    """`step 120/1000 | loss 0.1234 | 5.2 steps/s | 2.1k tok/s | ETA 2m49s`."""
+    return (f"step {step}/{self._total} | loss {loss:.4g} | "
+            f"{rates['steps_per_s']:.3g} steps/s | "
+            f"{_si(rates['tokens_per_s'])} tok/s | "
+            f"ETA {format_duration(rates['eta_s'])}")
+
+
+def parameter_rows(boxed_params: Any, shardings: Any) -> list[dict[str, Any]]:
+  """One row per parameter: name, shape, logical axes, spec, size.
+
+  Args:
+    boxed_params: abstract params whose leaves are `nn.LogicallyPartitioned`
+      boxes (or plain arrays / ShapeDtypeStructs, which show no axes).
+    shardings: the matching unboxed tree of `NamedSharding`s.
+
+  Returns:
+    The rows, in pytree order.
+  """
+  is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
+  leaves = jax.tree_util.tree_flatten_with_path(
+      boxed_params, is_leaf=is_box)[0]
+  specs = jax.tree.leaves(shardings)
+  if len(leaves) != len(specs):
+    raise ValueError(
+        f"{len(leaves)} parameters but {len(specs)} shardings; the trees "
+        "do not match.")
+  rows = []
+  for (path, leaf), sharding in zip(leaves, specs):
+    names = tuple(leaf.names) if is_box(leaf) else ()
+    value = leaf.value if is_box(leaf) else leaf
+    shape = tuple(value.shape)
+    rows.append({
+        "name": "/".join(_key_str(k) for k in path),
+        "shape": shape,
+        "axes": names,
+        "spec": tuple(sharding.spec),
+        "size": int(np.prod(shape, dtype=np.int64)),
+    })
+  return rows
+
+
+def _key_str(key: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def parameter_overview(rows: list[dict[str, Any]]) -> str:
+  """A fixed-width table of `parameter_rows` with a total line."""
+  header = ("name", "shape", "logical axes", "partition spec", "#params")
+  body = [(r["name"], str(r["shape"]),
+           "(" + ", ".join(str(a) for a in r["axes"]) + ")",
+           "P(" + ", ".join(repr(s) for s in r["spec"]) + ")",
+           f"{r['size']:,}") for r in rows]
+  total = sum(r["size"] for r in rows)
+  widths = [max(len(row[i]) for row in [header] + body)
+            for i in range(len(header))]
+  fmt = lambda row: " | ".join(
+      c.rjust(w) if i == 4 else c.ljust(w)
+      for i, (c, w) in enumerate(zip(row, widths)))
+  rule = "-+-".join("-" * w for w in widths)
+  lines = [fmt(header), rule] + [fmt(b) for b in body] + [rule]
+  lines.append(f"Total: {total:,} parameters in {len(rows)} arrays.")
+  return "\n".join(lines)

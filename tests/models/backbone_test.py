@@ -1,0 +1,320 @@
+"""Tests for ssm_icl.models.backbone (ICLModel) on every family."""
+
+import functools
+import math
+
+from absl.testing import absltest
+from absl.testing import parameterized
+from flax import linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ssm_icl import models
+from ssm_icl.models import backbone
+from ssm_icl.nn import axes
+
+_FAMILIES = ("transformer", "mamba", "s4", "s4_mamba", "hybrid",
+             "mambaformer")
+_LENGTH = 10
+_TINY = dict(n_layer=2, d_model=32, n_head=4, d_in=3, d_out=2, d_state=4,
+             n_positions=32)
+
+
+def _config(family, **overrides):
+  kwargs = dict(_TINY, family=family)
+  if family == "custom":
+    kwargs["pattern"] = "mamba,attn,mlp"
+  kwargs.update(overrides)
+  return models.ModelConfig(**kwargs)
+
+
+def _tokens(batch=2, length=_LENGTH, d_in=3, seed=1):
+  return jax.random.normal(jax.random.key(seed), (batch, length, d_in))
+
+
+@functools.lru_cache(maxsize=None)
+def _init(cfg):
+  """Boxed variables of a model, initialised once per config."""
+  return jax.jit(models.ICLModel(cfg).init)(jax.random.key(0), _tokens())
+
+
+def _params(cfg):
+  return nn.meta.unbox(_init(cfg))["params"]
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_backward(cfg):
+  """jit(params, tokens) -> (outputs, grads of sum(outputs**2))."""
+  model = models.ICLModel(cfg)
+
+  def loss(params, tokens):
+    y = model.apply({"params": params}, tokens)
+    return jnp.sum(y ** 2), y
+
+  return jax.jit(jax.grad(loss, has_aux=True))
+
+
+class ForwardBackwardTest(parameterized.TestCase):
+
+  @parameterized.parameters(*_FAMILIES, "custom")
+  def test_runs_is_causal_and_has_finite_grads(self, family):
+    cfg = _config(family)
+    x = _tokens(batch=1)
+    t = 6
+    # Prompt 1 differs from prompt 0 at token t only.
+    xs = jnp.concatenate([x, x.at[:, t].add(1.0)], axis=0)
+    grads, y = _forward_backward(cfg)(_params(cfg), xs)
+    self.assertEqual(y.shape, (2, _LENGTH, 2))
+    self.assertEqual(y.dtype, jnp.float32)
+    np.testing.assert_allclose(y[0, :t], y[1, :t], rtol=1e-5, atol=1e-5)
+    self.assertGreater(np.abs(y[0, t:] - y[1, t:]).max(), 1e-4)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+      self.assertTrue(np.all(np.isfinite(g)), path)
+      # Every parameter reaches the output.
+      self.assertGreater(np.abs(g).max(), 0.0, path)
+
+  def test_custom_pattern_builds_the_named_blocks(self):
+    params = _params(_config("custom"))
+    self.assertCountEqual(params, ["read_in", "blocks_0", "blocks_1",
+                                   "blocks_2", "ln_f", "read_out"])
+    self.assertIn("A_log", params["blocks_0"]["mixer"])
+    self.assertIn("c_attn", params["blocks_1"]["mixer"])
+    self.assertIn("c_fc", params["blocks_2"]["mixer"])
+
+  def test_bfloat16_compute(self):
+    cfg = _config("custom", dtype="bfloat16")
+    params = _params(_config("custom"))
+    grads, y = _forward_backward(cfg)(params, _tokens())
+    self.assertEqual(y.dtype, jnp.float32)
+    self.assertTrue(all(g.dtype == jnp.float32
+                        for g in jax.tree.leaves(grads)))
+    _, y32 = _forward_backward(_config("custom"))(params, _tokens())
+    np.testing.assert_allclose(y, y32, rtol=0.1, atol=0.1)
+
+
+class LayoutTest(parameterized.TestCase):
+
+  @parameterized.parameters(*_FAMILIES)
+  def test_every_param_has_logical_axes_and_tp_shardings(self, family):
+    cfg = _config(family)
+    variables = jax.eval_shape(models.ICLModel(cfg).init, jax.random.key(0),
+                               _tokens())
+    boxes = jax.tree.leaves(
+        variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    for box in boxes:
+      self.assertIsInstance(box, nn.LogicallyPartitioned)
+      self.assertLen(box.names, box.value.ndim)
+    mesh = jax.make_mesh((2, 4), (axes.DATA, axes.MODEL),
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    shardings = nn.logical_to_mesh_sharding(
+        nn.get_partition_spec(variables), mesh, axes.get_rules("dp_tp"))
+    specs = [s.spec for s in jax.tree.leaves(shardings)]
+    self.assertLen(specs, len(boxes))
+    self.assertTrue(any(axes.MODEL in tuple(s) for s in specs))
+
+  def test_param_names(self):
+    params = _params(_config("hybrid"))
+    self.assertCountEqual(params, ["read_in", "wpe", "blocks_0", "blocks_1",
+                                   "ln_f", "read_out"])
+    self.assertEqual(params["wpe"].shape, (32, 32))
+    self.assertCountEqual(params["blocks_1"], ["norm", "mixer"])
+    self.assertEqual(params["read_in"]["kernel"].shape, (3, 32))
+    self.assertEqual(params["read_out"]["kernel"].shape, (32, 2))
+    self.assertNotIn("wpe", _params(_config("mambaformer")))
+
+  def test_count_params_of_real_params(self):
+    cfg = _config("mambaformer")
+    abstract = jax.eval_shape(models.ICLModel(cfg).init, jax.random.key(0),
+                              _tokens())
+    self.assertEqual(models.count_params(_init(cfg)),
+                     models.count_params(abstract))
+
+  @parameterized.parameters(
+      (("mamba",) * 3, (0, 1, 3)),
+      (("attn", "mlp") * 2, (0, 2, 2)),
+      (("mamba", "attn", "mamba", "attn", "mamba"), (1, 2, 2)),
+      (("attn", "mamba", "attn"), (0, 0, 0)),
+      (("mamba", "attn", "mlp"), (0, 0, 0)),
+  )
+  def test_scan_layout(self, pattern, expected):
+    self.assertEqual(models.scan_layout(pattern), expected)
+
+
+class InitTest(absltest.TestCase):
+
+  def test_transformer_uses_gpt2_init(self):
+    cfg = _config("transformer")
+    p = _params(cfg)
+    np.testing.assert_allclose(np.std(p["wpe"]), 0.02, rtol=0.1)
+    proj = p["blocks_1"]["mixer"]["c_proj"]["kernel"]  # MLP c_proj [128, 32]
+    np.testing.assert_allclose(np.std(proj), 0.02 / math.sqrt(4), rtol=0.1)
+    np.testing.assert_array_equal(p["blocks_0"]["mixer"]["c_attn"]["bias"],
+                                  0.0)
+    # The read-in is outside the GPT-2 backbone: PyTorch default, bias != 0.
+    self.assertGreater(np.abs(p["read_in"]["bias"]).max(), 0.0)
+    self.assertLessEqual(np.abs(p["read_in"]["kernel"]).max(),
+                         1 / math.sqrt(3))
+
+  def test_hybrid_uses_mixer_model_init(self):
+    p = _params(_config("hybrid"))
+    np.testing.assert_allclose(np.std(p["wpe"]), 1.0, rtol=0.1)
+    attn = p["blocks_0"]["mixer"]
+    for name in ("c_attn", "c_proj"):
+      np.testing.assert_array_equal(attn[name]["bias"], 0.0)
+      self.assertLessEqual(np.abs(attn[name]["kernel"]).max(),
+                           1 / math.sqrt(32))
+    out_proj = np.abs(p["blocks_1"]["mixer"]["out_proj"]["kernel"])
+    bound = 1 / math.sqrt(64) / math.sqrt(2)  # n_layer = 2
+    self.assertLessEqual(out_proj.max(), bound)
+    self.assertGreater(out_proj.max(), 0.8 * bound)
+
+  def test_mambaformer_rescales_by_config_n_layer(self):
+    p = _params(_config("mambaformer", n_layer=4))
+    bound = 1 / math.sqrt(64) / math.sqrt(4)  # 5 blocks, config n_layer 4
+    for i in (0, 2, 4):
+      w = np.abs(p[f"blocks_{i}"]["mixer"]["out_proj"]["kernel"])
+      self.assertLessEqual(w.max(), bound)
+      self.assertGreater(w.max(), 0.8 * bound)
+
+
+class ScanAndRematTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("transformer_scan", "transformer", True, False),
+      ("mambaformer_scan_remat", "mambaformer", True, True),
+      ("s4_mamba_remat", "s4_mamba", False, True),
+  )
+  def test_same_outputs_and_grads_as_the_loop(self, family, scan, remat):
+    n_layer = 3
+    cfg = _config(family, n_layer=n_layer)
+    other = cfg.replace(scan_layers=scan, remat=remat)
+    params = _params(cfg)
+    converted = models.stack_layers(params, other) if scan else params
+    if scan:
+      self.assertIn(backbone.SCANNED, converted)
+      abstract = jax.eval_shape(models.ICLModel(other).init,
+                                jax.random.key(0), _tokens())
+      chex_shapes = jax.tree.map(lambda a: a.shape,
+                                 nn.meta.unbox(abstract)["params"])
+      self.assertEqual(chex_shapes,
+                       jax.tree.map(lambda a: a.shape, converted))
+      specs = nn.get_partition_spec(abstract)["params"][backbone.SCANNED]
+      for spec in jax.tree.leaves(
+          specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)):
+        self.assertEqual(spec[0], axes.LAYERS)
+      restored = models.unstack_layers(converted, other)
+      jax.tree.map(np.testing.assert_array_equal, restored, params)
+    x = _tokens()
+    grads, y = _forward_backward(cfg)(params, x)
+    grads_other, y_other = _forward_backward(other)(converted, x)
+    np.testing.assert_allclose(y_other, y, rtol=1e-5, atol=1e-5)
+    if scan:
+      grads_other = models.unstack_layers(grads_other, other)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+        grads_other, grads)
+
+
+class DropoutTest(absltest.TestCase):
+
+  def test_s4_mamba_dropout_only_when_not_deterministic(self):
+    cfg = _config("s4_mamba", s4_mamba_dropout=0.5)
+    model = models.ICLModel(cfg)
+    params = {"params": _params(_config("s4_mamba"))}
+    apply = jax.jit(model.apply, static_argnames="deterministic")
+    x = _tokens()
+    y_eval = apply(params, x)
+    np.testing.assert_array_equal(
+        y_eval, apply(params, x, deterministic=True,
+                      rngs={"dropout": jax.random.key(1)}))
+    y_train = apply(params, x, deterministic=False,
+                    rngs={"dropout": jax.random.key(1)})
+    y_train2 = apply(params, x, deterministic=False,
+                     rngs={"dropout": jax.random.key(2)})
+    self.assertGreater(np.abs(y_train - y_eval).max(), 1e-4)
+    self.assertGreater(np.abs(y_train - y_train2).max(), 1e-4)
+
+
+class LongSequenceTest(parameterized.TestCase):
+
+  @parameterized.parameters(*_FAMILIES)
+  def test_2048_tokens_shape_level(self, family):
+    cfg = _config(family, n_positions=2048)
+    model = models.ICLModel(cfg)
+    x = jax.ShapeDtypeStruct((2, 2048, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    y = jax.eval_shape(model.apply, variables, x)
+    self.assertEqual(y.shape, (2, 2048, 2))
+
+  def test_2048_tokens_mamba_forward(self):
+    cfg = _config("mamba", n_layer=1, d_model=16)
+    model = models.ICLModel(cfg)
+    x = _tokens(batch=1, length=2048)
+    variables = jax.jit(model.init)(jax.random.key(0), x[:, :4])
+    y = jax.jit(model.apply)(variables, x)
+    self.assertEqual(y.shape, (1, 2048, 2))
+    self.assertTrue(np.all(np.isfinite(y)))
+    # Causal over the full length: the first 100 outputs only see their
+    # prefix.
+    np.testing.assert_allclose(y[:, :100],
+                               jax.jit(model.apply)(variables, x[:, :100]),
+                               rtol=1e-4, atol=1e-5)
+
+  def test_2048_tokens_blocked_attention_matches_dense(self):
+    cfg = _config("transformer", n_layer=1, d_model=16, n_head=2,
+                  n_positions=2048, attn_impl="blocked", attn_block_size=256)
+    x = _tokens(batch=1, length=2048)
+    variables = jax.jit(models.ICLModel(cfg).init)(jax.random.key(0),
+                                                   x[:, :4])
+    y = jax.jit(models.ICLModel(cfg).apply)(variables, x)
+    dense = cfg.replace(attn_impl="dense")
+    y_dense = jax.jit(models.ICLModel(dense).apply)(variables, x)
+    self.assertTrue(np.all(np.isfinite(y)))
+    np.testing.assert_allclose(y, y_dense, rtol=1e-4, atol=1e-4)
+
+
+class BadInputTest(absltest.TestCase):
+
+  def test_sequence_longer_than_position_table(self):
+    cfg = _config("transformer", n_positions=8)
+    model = models.ICLModel(cfg)
+    x = jax.ShapeDtypeStruct((1, 9, 3), jnp.float32)
+    with self.assertRaisesRegex(ValueError, r"9 tokens is longer than "
+                                r"n_positions=8"):
+      jax.eval_shape(model.init, jax.random.key(0), x)
+
+  def test_no_position_limit_without_positions(self):
+    cfg = _config("mamba", n_positions=8)
+    x = jax.ShapeDtypeStruct((1, 9, 3), jnp.float32)
+    variables = jax.eval_shape(models.ICLModel(cfg).init, jax.random.key(0),
+                               x)
+    self.assertIn("params", variables)
+
+  def test_wrong_token_width(self):
+    model = models.ICLModel(_config("mamba"))
+    x = jax.ShapeDtypeStruct((1, 4, 5), jnp.float32)
+    with self.assertRaisesRegex(ValueError, r"d_in=3\], got shape \(1, 4, 5\)"):
+      jax.eval_shape(model.init, jax.random.key(0), x)
+
+
+class BuildModelTest(absltest.TestCase):
+
+  def test_from_dict_and_config_dict(self):
+    cfg = _config("hybrid")
+    from_dict = models.build_model(cfg.to_dict())
+    from_cd = models.build_model(ml_collections.ConfigDict(cfg.to_dict()))
+    self.assertEqual(from_dict.config, cfg)
+    self.assertEqual(from_cd.config, cfg)
+    self.assertIs(models.build_model(cfg).config, cfg)
+
+  def test_bad_config_fails_before_tracing(self):
+    with self.assertRaisesRegex(ValueError, "Unknown family 'rnn'"):
+      models.build_model({"family": "rnn"})
+    with self.assertRaisesRegex(ValueError, r"\['dmodel'\]"):
+      models.build_model({"dmodel": 3})
+
+
+if __name__ == "__main__":
+  absltest.main()
