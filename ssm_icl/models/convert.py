@@ -3,54 +3,39 @@
 Sources (`source=` on load, `target=` on export):
 
   "reference"  the paper's PyTorch ICL models (krafton-ai/mambaformer-icl):
-               `_read_in`, `_backbone`, `_read_out`, plus a top-level `wpe`
-               for the Standard Hybrid. The Transformer's `_backbone` is a HF
-               `GPT2Model`; every other family's is the vendored Mamba
-               `MixerModel` (`layers.{i}.norm`, `layers.{i}.mixer.*`,
-               `norm_f`). MambaFormer's leading Mamba block (layer_idx -1) is
-               `layers.0`, so indices equal our `blocks_{i}`.
-  "hf_gpt2"    a bare HF `GPT2Model` (`wpe`, `h.{i}.*`, `ln_f`); a
-               `transformer.` prefix (`GPT2LMHeadModel`) is stripped.
-  "hf_mamba"   a HF `MambaModel`; a `backbone.` prefix is stripped.
-  "mamba_ssm"  an official `mamba_ssm` `MixerModel` / `MambaLMHeadModel`
-               (same names as "hf_mamba"; `backbone.` is stripped).
+               `_read_in`, `_backbone`, `_read_out` and, for the Standard
+               Hybrid, a top-level `wpe`. The Transformer's `_backbone` is a
+               HF `GPT2Model`; the other families' is the Mamba `MixerModel`
+               (`layers.{i}.norm`, `layers.{i}.mixer.*`, `norm_f`), whose
+               `layers.0` is MambaFormer's leading block, so `layers.{i}` is
+               our `blocks_{i}`.
+  "hf_gpt2"    a bare HF `GPT2Model` (a `transformer.` prefix is stripped).
+  "hf_mamba"   a HF `MambaModel` (a `backbone.` prefix is stripped).
+  "mamba_ssm"  an official `mamba_ssm` `MixerModel` / `MambaLMHeadModel`.
 
-The three backbone-only sources hold no read-in/read-out: on load those
-parameters (and any other one the source lacks) come from `params=`, e.g. a
-fresh init; on export they are dropped.
-
-A GPT-2 layer i is our blocks 2i ("attn", `ln_1`) and 2i+1 ("mlp", `ln_2`).
-Tensor layouts: a `nn.Linear` weight [out, in] is our kernel transposed; a
-GPT-2 `Conv1D` weight is [in, out], our kernel as is; Mamba's depthwise
-`Conv1d` weight [E, 1, K] is our [K, E] kernel transposed; S4D's
-`output_linear` `Conv1d(H, 2H, 1)` weight is [2H, H, 1]; S4D's `C`
-(`view_as_real`, [H, N/2, 2]) and everything else map unchanged.
-
-Ignored on load (`IGNORED`): GPT-2's `wte` (the ICL models feed embeddings,
-never token ids) and `lm_head`, the causal-mask buffers of older
-transformers / nanoGPT (`attn.bias`, `attn.masked_bias`, `mixer.bias`), and
-the MixerModel's unused `embedding` (HF: `embeddings`).
-`export_state_dict(..., include_unused=True)` writes zero placeholders for
-the reference's `wte` / `embedding` so PyTorch's strict loading accepts it.
+Backbone-only sources lack read-in/read-out: on load they come from `params=`
+(e.g. a fresh init); on export they are dropped. GPT-2 layer i is our blocks
+2i ("attn", `ln_1`) and 2i+1 ("mlp", `ln_2`). An `nn.Linear` weight [out, in]
+is our kernel transposed, a GPT-2 `Conv1D` weight [in, out] our kernel as is;
+depthwise `Conv1d` weights [E, 1, K] and S4D's `output_linear` [2H, H, 1]
+are transposed and squeezed; S4D's `C` ([H, N/2, 2], `view_as_real`) and all
+else map unchanged. Keys matching `IGNORED` (GPT-2 `wte`, `lm_head`, old
+causal-mask buffers, the MixerModel's unused `embedding`) are skipped;
+`include_unused=True` exports zero placeholders for the reference's `wte` /
+`embedding` so PyTorch's strict loading accepts the result.
 
 HF and pretrained Mamba checkpoints use RMSNorm (no `norm.bias`); ICLModel
-uses LayerNorm like the paper's code, so such checkpoints are refused (missing
-bias keys) rather than loaded inexactly. With `scan_layers=True` loaded params
-are stacked (`backbone.stack_layers`) and exported params unstacked first.
-
-Files: `load_checkpoint_file` reads .safetensors and .npz without torch, and
-.pt/.pth/.bin/.ckpt with `torch.load(weights_only=True)`, which refuses to
-unpickle anything but tensors and plain containers. torch, safetensors and
-transformers (the `interop` extra) are imported only when needed.
+uses LayerNorm like the paper's code, so they are refused rather than loaded
+inexactly. With `scan_layers=True`, loaded params are stacked
+(`backbone.stack_layers`) and exported ones unstacked first. Files: .pt/.pth/
+.bin/.ckpt are read with `torch.load(weights_only=True)`, which never
+unpickles arbitrary objects; torch and safetensors are imported only when
+needed (the `interop` extra).
 """
-
 from __future__ import annotations
 
-import dataclasses
+import collections
 import functools
-import importlib
-import os
-import pickle
 import re
 from typing import Any, Callable, Mapping, Optional
 
@@ -62,6 +47,10 @@ import numpy as np
 
 from ssm_icl.models import backbone
 from ssm_icl.models import config as config_lib
+from ssm_icl.models import weights_io
+from ssm_icl.models.weights_io import load_checkpoint_file  # pylint: disable=unused-import
+from ssm_icl.models.weights_io import save_safetensors  # pylint: disable=unused-import
+from ssm_icl.models.weights_io import save_torch  # pylint: disable=unused-import
 from ssm_icl.nn import attention
 from ssm_icl.nn import layers
 from ssm_icl.nn import mamba
@@ -73,11 +62,9 @@ SOURCES = ("reference", "hf_gpt2", "hf_mamba", "mamba_ssm")
 GPT2_VOCAB = 50257
 _WRAPPER_PREFIX = {"hf_gpt2": "transformer.", "hf_mamba": "backbone.",
                    "mamba_ssm": "backbone."}
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _MAX_LISTED = 20
 
-# Per-key conversions: torch array -> flax array, flax -> torch, and the
-# torch shape of a flax shape.
+# Per-key conversions: torch array -> flax array and back.
 _TO_FLAX: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "same": lambda w: w,
     "linear": lambda w: w.T,
@@ -90,12 +77,12 @@ _TO_TORCH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "dwconv": lambda k: k.T[:, None, :],
     "pwconv": lambda k: k.T[:, :, None],
 }
-_TORCH_SHAPE: dict[str, Callable[[tuple], tuple]] = {
-    "same": lambda s: tuple(s),
-    "linear": lambda s: tuple(s[::-1]),
-    "dwconv": lambda s: (s[1], 1, s[0]),
-    "pwconv": lambda s: (s[1], s[0], 1),
-}
+# (torch key, "/"-separated flax param path, a key of _TO_FLAX).
+_Entry = collections.namedtuple("_Entry", "key path kind")
+
+
+def _torch_shape(kind: str, shape: tuple) -> tuple:
+  return _TO_TORCH[kind](np.broadcast_to(np.float32(0), shape)).shape
 
 
 def _linear(torch_name, flax_name, kind="linear"):
@@ -135,6 +122,8 @@ _MIXER_ENTRIES = {
     "mlp": (_linear("c_fc", "c_fc", "same")
             + _linear("c_proj", "c_proj", "same")),
 }
+_MIXER_ENTRIES["gpt2_mlp"] = [("mlp." + k, p, c)
+                              for k, p, c in _MIXER_ENTRIES["mlp"]]
 _MIXER_KIND = {mamba.MambaMixer: "mamba",
                attention.CausalSelfAttention: "attn", s4.S4DMixer: "s4d",
                s4.S4MambaMixer: "s4_mamba", layers.MLP: "mlp"}
@@ -147,25 +136,9 @@ IGNORED = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-  key: str   # torch state-dict key
-  path: str  # flax param path, "/"-separated
-  kind: str  # a key of _TO_FLAX
-
-
-def _import(module: str):
-  try:
-    return importlib.import_module(module)
-  except ImportError as e:
-    raise ImportError(f"{module} is needed here; install the `interop` extra "
-                      f"(torch, transformers, safetensors).") from e
-
-
 @functools.lru_cache(maxsize=32)
 def _expected_shapes(module: nn.Module, width: int) -> tuple:
-  """((path, shape, dtype), ...) of `module`'s params, for a [1, 1, width]
-  input, without allocating them."""
+  """((path, shape, dtype), ...) of `module`'s params (abstract init)."""
   tokens = jax.ShapeDtypeStruct((1, 1, width), jnp.float32)
   variables = jax.eval_shape(
       functools.partial(module.init, deterministic=True), jax.random.key(0),
@@ -187,8 +160,7 @@ def _strip_boxes(tree: Any) -> Any:
 
 
 def _is_gpt2_layout(pattern: tuple[str, ...]) -> bool:
-  return len(pattern) % 2 == 0 and pattern == ("attn", "mlp") * (
-      len(pattern) // 2)
+  return pattern == ("attn", "mlp") * (len(pattern) // 2)
 
 
 def _layout(config: ModelConfig, source: str,
@@ -209,61 +181,32 @@ def _layout(config: ModelConfig, source: str,
                      f"family={config.family!r} has {list(pattern)}.")
   bb = "_backbone." if source == "reference" else ""
   raw = []  # (torch key, flax path, kind)
+
+  def block(i, torch_prefix, norm, kind, mixer=""):
+    raw.extend(_norm(torch_prefix + norm, f"blocks_{i}/norm") + [
+        (torch_prefix + mixer + k, f"blocks_{i}/mixer/{p}", c)
+        for k, p, c in _MIXER_ENTRIES[kind]])
+
   if gpt2:
     raw.append((f"{bb}wpe.weight", "wpe", "same"))
     for i in range(len(pattern) // 2):
-      a, m, h = f"blocks_{2 * i}/", f"blocks_{2 * i + 1}/", f"{bb}h.{i}."
-      raw += _norm(f"{h}ln_1", f"{a}norm")
-      raw += [(h + k, a + "mixer/" + p, c)
-              for k, p, c in _MIXER_ENTRIES["gpt2_attn"]]
-      raw += _norm(f"{h}ln_2", f"{m}norm")
-      raw += [(f"{h}mlp.{k}", m + "mixer/" + p, c)
-              for k, p, c in _MIXER_ENTRIES["mlp"]]
+      block(2 * i, f"{bb}h.{i}.", "ln_1", "gpt2_attn")
+      block(2 * i + 1, f"{bb}h.{i}.", "ln_2", "gpt2_mlp")
     raw += _norm(f"{bb}ln_f", "ln_f")
   else:
     if source == "reference":  # The Standard Hybrid's table.
       raw.append(("wpe.weight", "wpe", "same"))
     for i, kind in enumerate(pattern):
-      if kind not in _MIXER_ENTRIES:
+      if kind not in ("mamba", "attn", "s4d", "s4_mamba"):
         raise ValueError(f"Block kind {kind!r} (blocks_{i}) has no "
                          f"counterpart in the reference MixerModel.")
-      t, f = f"{bb}layers.{i}.", f"blocks_{i}/"
-      raw += _norm(f"{t}norm", f"{f}norm")
-      raw += [(f"{t}mixer.{k}", f"{f}mixer/{p}", c)
-              for k, p, c in _MIXER_ENTRIES[kind]]
+      block(i, f"{bb}layers.{i}.", "norm", kind, mixer="mixer.")
     raw += _norm(f"{bb}norm_f", "ln_f")
   if source == "reference":
     raw += _linear("_read_in", "read_in") + _linear("_read_out", "read_out")
   entries = [_Entry(*r) for r in raw if r[1] in expected]
   ignored = tuple(bb + r for r in IGNORED["gpt2" if gpt2 else "mixer"])
   return entries, ignored
-
-
-def _to_numpy(state_dict: Any) -> dict[str, np.ndarray]:
-  """Mapping of str -> array / torch tensor, as numpy (bfloat16 kept)."""
-  if not isinstance(state_dict, Mapping):
-    raise TypeError(f"state_dict must be a mapping of names to arrays, got "
-                    f"{type(state_dict).__name__}.")
-  out, bad = {}, []
-  for k, v in state_dict.items():
-    if type(v).__module__.startswith("torch") and hasattr(v, "detach"):
-      torch = _import("torch")
-      v = v.detach().cpu()
-      if v.dtype == torch.bfloat16:  # numpy has no bfloat16: reinterpret.
-        out[k] = v.view(torch.int16).numpy().view(jnp.bfloat16)
-      else:
-        out[k] = v.numpy()
-    elif isinstance(v, (np.ndarray, jax.Array)):
-      out[k] = np.asarray(v)
-    else:
-      bad.append(f"{k!r} ({type(v).__name__})")
-    if not isinstance(k, str):
-      bad.append(f"{k!r} (key is not a str)")
-  if bad:
-    raise ValueError(f"state_dict values must be numpy/JAX arrays or torch "
-                     f"tensors; bad entries: {', '.join(bad[:_MAX_LISTED])}. "
-                     f"(A training checkpoint? Pass its 'model_state_dict'.)")
-  return out
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -286,31 +229,39 @@ def guess_source(keys) -> Optional[str]:
   return None
 
 
-def _check_keys(arrays, entries, ignored, expected, where: str) -> None:
-  """Raises ValueError listing missing, unexpected and mis-shaped keys."""
-  by_key = {e.key: e for e in entries}
-  missing = [k for k in by_key if k not in arrays]
-  unexpected = [k for k in arrays if k not in by_key and
+def _check(found: Mapping[str, tuple], want: Mapping[str, tuple],
+           header: str, ignored: tuple = ()) -> None:
+  """Raises ValueError listing missing, unexpected and mis-shaped names."""
+  missing = [k for k in want if k not in found]
+  unexpected = [k for k in found if k not in want and
                 not any(re.fullmatch(r, k) for r in ignored)]
-  shapes = []
-  for k, e in by_key.items():
-    want = _TORCH_SHAPE[e.kind](expected[e.path][0])
-    if k in arrays and tuple(arrays[k].shape) != want:
-      shapes.append(f"{k}: expected {want}, found {tuple(arrays[k].shape)}")
+  shapes = [f"{k}: expected {want[k]}, found {found[k]}"
+            for k in want if k in found and found[k] != want[k]]
   if not (missing or unexpected or shapes):
     return
-  msg = f"State dict does not match {where}:"
-  for title, items in (("missing keys", missing),
-                       ("unexpected keys", unexpected),
-                       ("mis-shaped keys", shapes)):
-    if items:
-      msg += _listing(title, items)
-  if any(k.endswith("norm.bias") or k.endswith("norm_f.bias")
-         for k in missing):
+  msg = header + "".join(_listing(t, i) for t, i in (
+      ("missing keys", missing), ("unexpected keys", unexpected),
+      ("mis-shaped keys", shapes)) if i)
+  if any(k.endswith(("norm.bias", "norm_f.bias")) for k in missing):
     msg += ("\n  Missing LayerNorm biases: an RMSNorm checkpoint (HF / "
             "pretrained Mamba)? ICLModel uses LayerNorm like the paper's "
             "code, so it cannot load RMSNorm weights exactly.")
   raise ValueError(msg)
+
+
+def _convert(arrays, entries, expected, header, ignored=()) -> dict:
+  """Checks `arrays` against `entries`; returns {flax path: jax array}."""
+  _check({k: tuple(v.shape) for k, v in arrays.items()},
+         {e.key: _torch_shape(e.kind, expected[e.path][0]) for e in entries},
+         header, ignored)
+  return {e.path: jnp.asarray(_TO_FLAX[e.kind](arrays[e.key]),
+                              expected[e.path][1]) for e in entries}
+
+
+def _export(flat, entries, prefix="") -> dict[str, np.ndarray]:
+  # Writable C-order copies: torch.from_numpy wants both.
+  return {prefix + e.key: np.array(_TO_TORCH[e.kind](np.asarray(
+      flat[e.path])), order="C") for e in entries}
 
 
 def _strip_prefix(arrays, source, prefix):
@@ -349,19 +300,18 @@ def load_state_dict(config: Any, state_dict: Mapping[str, Any], *,
       source cannot hold.
   """
   config = ModelConfig.from_config_dict(config)
-  arrays = _strip_prefix(_to_numpy(state_dict), source, prefix)
+  arrays = _strip_prefix(weights_io.to_numpy(state_dict), source, prefix)
   # Older reference S4-Mamba checkpoints named the S4D core `S4D`.
   arrays = {k.replace(".mixer.S4D.", ".mixer.S4DMamba."): v
             for k, v in arrays.items()}
   expected = _expected(config)
   entries, ignored = _layout(config, source, expected)
-  where = f"source={source!r} for family={config.family!r}"
+  header = (f"State dict does not match source={source!r} for "
+            f"family={config.family!r}")
   guess = guess_source(arrays)
   if guess not in (None, source):
-    where += f" (the keys look like source={guess!r})"
-  _check_keys(arrays, entries, ignored, expected, where)
-  flat = {e.path: jnp.asarray(_TO_FLAX[e.kind](arrays[e.key]),
-                              expected[e.path][1]) for e in entries}
+    header += f" (the keys look like source={guess!r})"
+  flat = _convert(arrays, entries, expected, header + ":", ignored)
   rest = [p for p in expected if p not in flat]
   if rest:
     if params is None:
@@ -410,22 +360,11 @@ def export_state_dict(config: Any, params: Any, *,
   """
   config = ModelConfig.from_config_dict(config)
   expected = _expected(config)
-  flat = {p: np.asarray(v) for p, v in _flat_params(params, config).items()}
-  shapes = [f"{p}: expected {expected[p][0]}, found {tuple(v.shape)}"
-            for p, v in flat.items()
-            if p in expected and tuple(v.shape) != expected[p][0]]
-  missing = [p for p in expected if p not in flat]
-  unexpected = [p for p in flat if p not in expected]
-  if missing or unexpected or shapes:
-    raise ValueError(
-        f"params do not match family={config.family!r}:"
-        + "".join(_listing(t, i) for t, i in (
-            ("missing", missing), ("unexpected", unexpected),
-            ("mis-shaped", shapes)) if i))
-  entries, _ = _layout(config, target, expected)
-  # Writable C-order copies: torch.from_numpy wants both.
-  out = {prefix + e.key: np.array(_TO_TORCH[e.kind](flat[e.path]), order="C")
-         for e in entries}
+  flat = _flat_params(params, config)
+  _check({p: tuple(np.shape(v)) for p, v in flat.items()},
+         {p: shape for p, (shape, _) in expected.items()},
+         f"params do not match family={config.family!r}:")
+  out = _export(flat, _layout(config, target, expected)[0], prefix)
   if include_unused:
     if target != "reference":
       raise ValueError(f"include_unused is only for target='reference', "
@@ -446,8 +385,8 @@ def _mixer_entries(mixer: nn.Module) -> tuple[list[_Entry], dict]:
                     f"{sorted(t.__name__ for t in _MIXER_KIND)}.")
   expected = {p: (s, d) for p, s, d in
               _expected_shapes(mixer, mixer.d_model)}
-  return [_Entry(*e) for e in _MIXER_ENTRIES[kind] if e[1] in expected
-          ], expected
+  entries = [_Entry(*e) for e in _MIXER_ENTRIES[kind] if e[1] in expected]
+  return entries, expected
 
 
 def load_mixer_state_dict(mixer: nn.Module, state_dict: Mapping[str, Any], *,
@@ -460,8 +399,7 @@ def load_mixer_state_dict(mixer: nn.Module, state_dict: Mapping[str, Any], *,
 
   Args:
     mixer: the (unbound) flax mixer module.
-    state_dict: torch names (relative to the mixer after `prefix`) to
-      tensors or arrays.
+    state_dict: torch names to tensors or arrays.
     prefix: stripped from the keys that have it, e.g. "layers.0.mixer.".
 
   Returns:
@@ -471,10 +409,9 @@ def load_mixer_state_dict(mixer: nn.Module, state_dict: Mapping[str, Any], *,
     ValueError: on missing, unexpected or mis-shaped keys.
   """
   entries, expected = _mixer_entries(mixer)
-  arrays = _strip_prefix(_to_numpy(state_dict), "", prefix)
-  _check_keys(arrays, entries, (), expected, type(mixer).__name__)
-  flat = {e.path: jnp.asarray(_TO_FLAX[e.kind](arrays[e.key]),
-                              expected[e.path][1]) for e in entries}
+  arrays = _strip_prefix(weights_io.to_numpy(state_dict), "", prefix)
+  flat = _convert(arrays, entries, expected,
+                  f"State dict does not match {type(mixer).__name__}:")
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
@@ -482,86 +419,7 @@ def export_mixer_state_dict(mixer: nn.Module,
                             params: Any) -> dict[str, np.ndarray]:
   """The inverse of `load_mixer_state_dict`."""
   entries, _ = _mixer_entries(mixer)
-  flat = traverse_util.flatten_dict(dict(_strip_boxes(params)), sep="/")
-  return {e.key: np.array(_TO_TORCH[e.kind](np.asarray(flat[e.path])),
-                         order="C") for e in entries}
-
-
-def load_checkpoint_file(path: str | os.PathLike, *,
-                         key: Optional[str] = None) -> dict[str, np.ndarray]:
-  """Reads a state dict from .safetensors, .npz or a torch file.
-
-  Torch files are read with `torch.load(weights_only=True)`: tensors and
-  plain containers only, never arbitrary pickled objects. A training
-  checkpoint ({"model_state_dict": ..., "optimizer_state_dict": ...}, as the
-  reference trainer writes) yields its model state dict.
-
-  Args:
-    path: a .safetensors, .npz, .pt, .pth, .bin or .ckpt file.
-    key: the entry of a dict-of-dicts checkpoint to return; None picks
-      "model_state_dict", "state_dict" or "model" when the top level is not a
-      state dict itself.
-
-  Returns:
-    {name: numpy array}.
-
-  Raises:
-    ValueError: on an unknown suffix, a file holding arbitrary objects, or a
-      missing `key`.
-  """
-  path = os.fspath(path)
-  suffix = os.path.splitext(path)[1].lower()
-  if suffix == ".safetensors":
-    obj = _import("safetensors.numpy").load_file(path)
-  elif suffix == ".npz":
-    with np.load(path, allow_pickle=False) as f:
-      obj = dict(f)
-  elif suffix in _TORCH_SUFFIXES:
-    torch = _import("torch")
-    try:
-      obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-      first = str(e).strip().splitlines()[0]
-      raise ValueError(
-          f"Refusing to load {path!r}: it pickles objects other than tensors "
-          f"and plain containers, and only torch.load(weights_only=True) is "
-          f"used, since unpickling arbitrary objects can run code. ({first})"
-      ) from e
-  else:
-    raise ValueError(f"Unknown checkpoint suffix {suffix!r} of {path!r}; "
-                     f"expected .safetensors, .npz or one of "
-                     f"{list(_TORCH_SUFFIXES)}.")
-  if key is not None:
-    if not isinstance(obj, Mapping) or key not in obj:
-      found = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
-      raise ValueError(f"{path!r} has no entry key={key!r}; found {found}.")
-    obj = obj[key]
-  elif isinstance(obj, Mapping):
-    for name in ("model_state_dict", "state_dict", "model"):
-      if isinstance(obj.get(name), Mapping):
-        obj = obj[name]
-        break
-  return _to_numpy(obj)
-
-
-def save_safetensors(state_dict: Mapping[str, Any], path: str | os.PathLike,
-                     *, metadata: Optional[dict[str, str]] = None) -> None:
-  """Writes a state dict (arrays or tensors) as a .safetensors file."""
-  arrays = {k: np.ascontiguousarray(v)
-            for k, v in _to_numpy(state_dict).items()}
-  _import("safetensors.numpy").save_file(arrays, os.fspath(path),
-                                         metadata=metadata)
-
-
-def save_torch(state_dict: Mapping[str, Any],
-               path: str | os.PathLike) -> None:
-  """Writes a state dict as plain torch tensors with `torch.save`."""
-  torch = _import("torch")
-  tensors = {}
-  for k, v in _to_numpy(state_dict).items():
-    if v.dtype == jnp.bfloat16:
-      tensors[k] = torch.from_numpy(v.view(np.int16).copy()).view(
-          torch.bfloat16)
-    else:
-      tensors[k] = torch.from_numpy(np.ascontiguousarray(v).copy())
-  torch.save(tensors, os.fspath(path))
+  params = _strip_boxes(params)
+  if set(params) == {"params"}:
+    params = params["params"]
+  return _export(traverse_util.flatten_dict(dict(params), sep="/"), entries)

@@ -11,7 +11,6 @@ import math
 
 from absl.testing import absltest
 from absl.testing import parameterized
-from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -230,7 +229,8 @@ def _config(family, **kw):
 
 class MixerTest(parameterized.TestCase):
 
-  @parameterized.parameters("sequential", "associative")
+  @parameterized.named_parameters(("sequential", "sequential"),
+                                  ("associative", "associative"))
   def test_mamba_mixer_matches_transformers(self, impl):
     hf = _perturb(modeling_mamba.MambaMixer(_mamba_config(1), layer_idx=0),
                   seed=1)
@@ -267,9 +267,16 @@ class ReferenceModelTest(parameterized.TestCase):
     ref = _perturb(_MixerICL(kinds, n_head=2, n_positions=n_pos), seed=4)
     config = _config(family)
     self.assertEqual(config.block_pattern, kinds)
-    params = convert.load_state_dict(config, ref.state_dict())
+    sd = {k: v.numpy() for k, v in ref.state_dict().items()}
+    params = convert.load_state_dict(config, sd)
     tokens = _tokens()
     _assert_close(_ours(config, params, tokens), _torch_out(ref, tokens))
+    # export(load(sd)) == sd, but for the unused embedding (zeros).
+    back = convert.export_state_dict(config, params, include_unused=True)
+    self.assertEqual(sorted(back), sorted(sd))
+    for k, v in sd.items():
+      if k != "_backbone.embedding.weight":
+        np.testing.assert_array_equal(back[k], v, err_msg=k)
 
   def test_gpt2_transformer_matches_reference(self):
     ref = _perturb(_GPT2ICL(n_layer=2, n_head=2, n_positions=8,
@@ -293,16 +300,17 @@ class ReferenceModelTest(parameterized.TestCase):
 
   def test_export_loads_strictly_into_torch(self):
     config = _config("transformer")
+    source = _perturb(_GPT2ICL(n_layer=2, n_head=2, n_positions=8,
+                               vocab_size=5), seed=9)
+    params = convert.load_state_dict(config, source.state_dict())
+    sd = convert.export_state_dict(config, params, include_unused=True)
     ref = _GPT2ICL(n_layer=2, n_head=2, n_positions=8,
                    vocab_size=convert.GPT2_VOCAB)
-    params = nn.meta.unbox(backbone.ICLModel(config).init(
-        jax.random.key(0), jnp.zeros((1, _LEN, _D_IN)))["params"])
-    sd = convert.export_state_dict(config, params, include_unused=True)
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()},
                         strict=True)
     tokens = _tokens(2)
-    _assert_close(_ours(config, params, tokens),
-                  _torch_out(ref.eval(), tokens))
+    _assert_close(_torch_out(ref.eval(), tokens), _torch_out(source, tokens))
+    _assert_close(_ours(config, params, tokens), _torch_out(ref, tokens))
 
 
 class HfMambaTest(absltest.TestCase):
