@@ -30,11 +30,13 @@ site_dirs="$("$PY" -c 'import sysconfig
 p = sysconfig.get_paths()
 print(":".join(dict.fromkeys([p["purelib"], p["platlib"]])))')"
 hermetic_python="$VENV/bin/python-bazel"
-cat >"$hermetic_python" <<EOF
-#!/usr/bin/env bash
-# Written by launch/bazel_test.sh; see the comment there.
-PYTHONPATH="\${PYTHONPATH:+\$PYTHONPATH:}$site_dirs" exec "$PY" -S "\$@"
-EOF
+{
+  echo '#!/usr/bin/env bash'
+  echo '# Written by launch/bazel_test.sh; see the comment there.'
+  # shellcheck disable=SC2016  # $PYTHONPATH and $@ expand in the wrapper
+  printf 'PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}"%q exec %q -S "$@"\n' \
+    "$site_dirs" "$PY"
+} >"$hermetic_python"
 chmod +x "$hermetic_python"
 
 targets=("$@")

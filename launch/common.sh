@@ -18,6 +18,7 @@ PYTHON_FOR_VENV="${SSM_ICL_PYTHON:-python3.11}"
 # multi-gigabyte CUDA build.
 TORCH_VERSION="2.13.0"
 DRY_RUN="${DRY_RUN:-0}"
+IS_PY311='import sys; sys.exit(sys.version_info[:2] != (3, 11))'
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -66,7 +67,7 @@ elapsed() {
 # Creates the virtualenv with Python 3.11 unless it exists; checks its version.
 ensure_venv() {
   if [[ -x "$PY" ]]; then
-    "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
+    "$PY" -c "$IS_PY311" ||
       die "$VENV uses $("$PY" --version 2>&1), but ssm_icl needs Python" \
         "3.11: remove $VENV or point SSM_ICL_VENV elsewhere"
     return
@@ -76,12 +77,18 @@ ensure_venv() {
       "(Debian/Ubuntu: apt-get install python3.11 python3.11-venv; or" \
       "pyenv install 3.11) or set SSM_ICL_PYTHON to a Python 3.11 binary."
   fi
-  "$PYTHON_FOR_VENV" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
+  "$PYTHON_FOR_VENV" -c "$IS_PY311" ||
     die "$PYTHON_FOR_VENV is $("$PYTHON_FOR_VENV" --version 2>&1), not" \
       "Python 3.11: set SSM_ICL_PYTHON to a Python 3.11 binary."
   log "Creating virtualenv $VENV ($PYTHON_FOR_VENV)"
-  run "$PYTHON_FOR_VENV" -m venv "$VENV" ||
-    die "could not create $VENV (Debian/Ubuntu: apt-get install python3.11-venv)"
+  local existed=0
+  [[ ! -e "$VENV" ]] || existed=1
+  if ! run "$PYTHON_FOR_VENV" -m venv "$VENV"; then
+    # A half-made venv (no pip) would pass the check above next time.
+    ((existed)) || rm -rf "$VENV"
+    die "could not create $VENV" \
+      "(Debian/Ubuntu: apt-get install python3.11-venv)"
+  fi
 }
 
 pip_install() {

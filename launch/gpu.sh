@@ -27,7 +27,7 @@ set -euo pipefail
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 LOG_DIR="${LOG_DIR:-$SSM_ICL_ROOT/workdirs/gpu_logs}"
 
@@ -78,7 +78,10 @@ cmd_run() {
         shift
         break
         ;;
-      *) die "run: unknown option '$1' (expected --processes N, --port PORT, --)" ;;
+      *)
+        die "run: unknown option '$1'" \
+          "(expected --processes N, --port PORT, --)"
+        ;;
     esac
     shift
   done
@@ -138,7 +141,8 @@ run_processes() {
   for i in "${!pids[@]}"; do
     wait "${pids[$i]}" || {
       status=$?
-      warn "process $i exited with status $status (log: $LOG_DIR/process-$i.log)"
+      warn "process $i exited with status $status" \
+        "(log: $LOG_DIR/process-$i.log)"
     }
   done
   kill "$tail_pid" 2>/dev/null || true
@@ -156,7 +160,8 @@ main() {
     [[ "$arg" != -- ]] || passthrough=1
     args+=("$arg")
   done
-  set -- "${args[@]}"
+  # ${a[@]+...}: an empty array is "unbound" for macOS's bash 3.2 under -u.
+  set -- ${args[@]+"${args[@]}"}
   case "${1:-}" in
     -h | --help) usage ;;
     setup) cmd_setup "${@:2}" ;;

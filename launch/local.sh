@@ -14,6 +14,11 @@ set -euo pipefail
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+  exit 0
+fi
+
 start=$SECONDS
 # A relative WORKDIR is relative to where the script was started from.
 workdir="${WORKDIR:-$SSM_ICL_ROOT/workdirs/quickstart}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything on a fresh machine and runs the test suite.
 #
-#   bash launch/test.sh [pytest args...]     e.g. bash launch/test.sh tests/ops -x
+#   bash launch/test.sh [pytest args...]   e.g. bash launch/test.sh tests/ops -x
 #
 # Creates the Python 3.11 virtualenv .venv if missing, installs the CPU build
 # of torch first (an unpinned torch pulls a multi-gigabyte CUDA build), then
@@ -24,7 +24,10 @@ tests_start=$SECONDS
 status=0
 "$PY" -m pytest "$@" || status=$?
 case "$status" in
-  0) log "Tests passed in $(elapsed "$tests_start") (total $(elapsed "$start"))" ;;
+  0)
+    log "Tests passed in $(elapsed "$tests_start")" \
+      "(total $(elapsed "$start"))"
+    ;;
   5) die "pytest collected no tests (exit status 5); check the arguments: $*" ;;
   *)
     printf 'error: tests failed (pytest exit status %d) after %s\n' \

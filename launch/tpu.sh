@@ -34,7 +34,8 @@
 #
 # Typical session (the workdir must be shared by all hosts, e.g. a GCS path):
 #   export TPU_NAME=my-tpu ZONE=us-central2-b
-#   bash launch/tpu.sh create && bash launch/tpu.sh copy && bash launch/tpu.sh setup
+#   bash launch/tpu.sh create
+#   bash launch/tpu.sh copy && bash launch/tpu.sh setup
 #   bash launch/tpu.sh run -- --config=configs/linear_regression.py:mamba \
 #       --workdir=<shared dir>
 #   bash launch/tpu.sh logs; bash launch/tpu.sh kill; bash launch/tpu.sh delete
@@ -45,7 +46,7 @@ set -euo pipefail
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 ACCEL="${ACCEL:-v4-32}"
 VERSION="${VERSION:-tpu-ubuntu2204-base}"
@@ -54,7 +55,8 @@ REPO_DIR="${REPO_DIR:-ssm_icl}"
 # shellcheck disable=SC2088
 LOG_GLOB='~/ssm_icl-*.log'
 [[ "$REPO_DIR" =~ ^[A-Za-z0-9._-]+$ ]] ||
-  die "REPO_DIR='$REPO_DIR' must be one directory name under the workers' \$HOME"
+  die "REPO_DIR='$REPO_DIR' must be one directory name" \
+    "(under the workers' home directory)"
 
 require_env() {
   local var
@@ -82,7 +84,17 @@ on_workers() {
 }
 
 # The command prefix that runs this script's worker-side commands remotely.
-remote_script() { printf 'cd ~/%s && bash launch/tpu.sh' "$(quote_word "$REPO_DIR")"; }
+remote_script() {
+  printf 'cd ~/%s && bash launch/tpu.sh' "$(quote_word "$REPO_DIR")"
+}
+
+# Fails unless the arguments are none or exactly the one allowed option.
+allow_only() {
+  local command="$1" allowed="$2"
+  shift 2
+  (($# == 0)) || [[ "$*" == "$allowed" ]] ||
+    die "$command: unknown option '$1' (expected $allowed)"
+}
 
 cmd_create() {
   local queued=0 tier=()
@@ -90,7 +102,10 @@ cmd_create() {
     case "$1" in
       --queued) queued=1 ;;
       --spot | --reserved) tier=("$1") ;;
-      *) die "create: unknown option '$1' (expected --queued, --spot, --reserved)" ;;
+      *)
+        die "create: unknown option '$1'" \
+          "(expected --queued, --spot, --reserved)"
+        ;;
     esac
     shift
   done
@@ -98,15 +113,15 @@ cmd_create() {
   if ((queued)); then
     gcloud_cmd compute tpus queued-resources create "${QR_ID:-$TPU_NAME-qr}" \
       "--node-id=$TPU_NAME" "--zone=$ZONE" "--accelerator-type=$ACCEL" \
-      "--runtime-version=$VERSION" "${tier[@]}"
+      "--runtime-version=$VERSION" ${tier[@]+"${tier[@]}"}
   else
     gcloud_cmd compute tpus tpu-vm create "$TPU_NAME" "--zone=$ZONE" \
-      "--accelerator-type=$ACCEL" "--version=$VERSION" "${tier[@]}"
+      "--accelerator-type=$ACCEL" "--version=$VERSION" ${tier[@]+"${tier[@]}"}
   fi
 }
 
 cmd_status() {
-  [[ "$#" == 0 || "$*" == --queued ]] || die "status: unknown option '$1' (expected --queued)"
+  allow_only status --queued "$@"
   require_env TPU_NAME ZONE
   if [[ "${1:-}" == --queued ]]; then
     gcloud_cmd compute tpus queued-resources describe "${QR_ID:-$TPU_NAME-qr}" \
@@ -117,7 +132,7 @@ cmd_status() {
 }
 
 cmd_delete() {
-  [[ "$#" == 0 || "$*" == --queued ]] || die "delete: unknown option '$1' (expected --queued)"
+  allow_only delete --queued "$@"
   require_env TPU_NAME ZONE
   if [[ "${1:-}" == --queued ]]; then
     gcloud_cmd compute tpus queued-resources delete "${QR_ID:-$TPU_NAME-qr}" \
@@ -174,7 +189,7 @@ cmd_run() {
 }
 
 cmd_logs() {
-  [[ "$#" == 0 || "$*" == --all ]] || die "logs: unknown option '$1' (expected --all)"
+  allow_only logs --all "$@"
   require_env TPU_NAME ZONE
   if [[ "${1:-}" == --all ]]; then
     on_workers all "tail -n 20 $LOG_GLOB"
@@ -184,7 +199,7 @@ cmd_logs() {
 }
 
 cmd_kill() {
-  [[ "$#" == 0 || "$*" == --force ]] || die "kill: unknown option '$1' (expected --force)"
+  allow_only kill --force "$@"
   require_env TPU_NAME ZONE
   on_workers all "$(remote_script) kill-worker${1:+ $1}"
 }
@@ -196,7 +211,8 @@ cmd_kill() {
 free_tpu_devices() {
   local pids
   if [[ "$DRY_RUN" == 1 ]]; then
-    echo 'sudo lsof -t /dev/accel* /dev/vfio/* | sort -u | xargs -r sudo kill -9'
+    echo 'sudo lsof -t /dev/accel* /dev/vfio/* |' \
+      'sort -u | xargs -r sudo kill -9'
   else
     pids="$(sudo lsof -t /dev/accel* /dev/vfio/* 2>/dev/null | sort -u || true)"
     if [[ -n "$pids" ]]; then
@@ -277,7 +293,8 @@ main() {
     [[ "$arg" != -- ]] || passthrough=1
     args+=("$arg")
   done
-  set -- "${args[@]}"
+  # ${a[@]+...}: an empty array is "unbound" for macOS's bash 3.2 under -u.
+  set -- ${args[@]+"${args[@]}"}
   while (($#)); do
     case "$1" in
       -h | --help)

@@ -1,4 +1,4 @@
-"""Tests of the Bazel BUILD file and of its generator, tools/update_build.py.
+"""Tests of the Bazel BUILD file and its generator (tools/update_build.py).
 
 The first class checks the real checkout: BUILD is what the generator makes of
 the current tree, every module and test file has a target, and the file is
@@ -16,6 +16,7 @@ import textwrap
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from tools import build_graph
 from tools import update_build
 
 # update_build: ignore-strings (the strings below are synthetic source trees)
@@ -131,7 +132,7 @@ class GeneratorTest(parameterized.TestCase):
     files = {k: v for k, v in {**_TREE, **(extra or {})}.items()
              if k not in drop}
     _write_tree(root, files)
-    return root, update_build.build_graph(root)
+    return root, build_graph.build_graph(root)
 
   def _rule(self, text, name):
     (attrs,) = [a for _, a in _rules(text) if a.get("name") == name]
@@ -149,7 +150,7 @@ class GeneratorTest(parameterized.TestCase):
       ("benchmarks/scan_bench.py", "benchmarks_scan_bench"),
   )
   def test_target_name(self, path, name):
-    self.assertEqual(update_build.target_name(path), name)
+    self.assertEqual(build_graph.target_name(path), name)
 
   def test_import_forms_resolve_to_targets(self):
     _, graph = self._graph()

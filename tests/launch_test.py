@@ -25,7 +25,9 @@ SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "launch", "*.sh")) +
 # Variables of the scripts that must not leak in from the caller.
 _CLEARED = ("TPU_NAME", "ZONE", "PROJECT", "ACCEL", "VERSION", "QR_ID",
             "REPO_DIR", "DRY_RUN", "NUM_GPUS", "LOG_DIR", "WORKDIR", "CI",
-            "SSM_ICL_VENV", "SSM_ICL_PYTHON")
+            "SSM_ICL_VENV", "SSM_ICL_PYTHON",
+            # Bazel puts site-packages here; the fake venv must not see it.
+            "PYTHONPATH")
 
 # Stands in for <venv>/bin/python (and for python3.11 creating the venv).
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
@@ -53,7 +55,10 @@ case "$1 ${2:-}" in
   "-m ssm_icl.main" | "-m ssm_icl.eval") exit "${FAKE_MAIN_STATUS:-0}" ;;
   "tools/update_build.py --check") exit 0 ;;
 esac
-PYTHONPATH="$site" exec "$REAL_PYTHON" -S "$@"
+# bazel_test.sh asks where site-packages is: answer for the real virtualenv
+# (with -S, Python 3.11 reports the base installation instead).
+[[ "$*" != *sysconfig* ]] || exec "$REAL_PYTHON" "$@"
+PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" exec "$REAL_PYTHON" -S "$@"
 """
 _FAKE_BAZEL = """#!/usr/bin/env bash
 printf 'bazel %s\\n' "$*" >>"$FAKE_LOG"
@@ -169,6 +174,14 @@ class SetupScriptsTest(ScriptTestCase):
         f"-m ssm_icl.eval --workdir={workdir}",
     ])
 
+  def test_local_sh_help_installs_nothing(self):
+    result = self.run_script("launch/local.sh", "--help")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn("bash launch/local.sh [extra ssm_icl.main flags...]",
+                  result.stdout)
+    self.assertEqual(self.calls(), [])
+    self.assertFalse(os.path.exists(self.venv))
+
   def test_local_sh_stops_when_training_fails(self):
     result = self.run_script("launch/local.sh", FAKE_MAIN_STATUS="3")
     self.assertEqual(result.returncode, 3)
@@ -198,10 +211,18 @@ class SetupScriptsTest(ScriptTestCase):
         "-m pytest --durations=20",
         "tools/update_build.py --check",
         "bazel test --incompatible_use_python_toolchains=false "
-        f"--python_path={python} --curses=no --color=no //:ops_tests",
+        f"--python_path={python}-bazel --curses=no --color=no //:ops_tests",
         "bazel shutdown",
     ])
     self.assertIn("CI passed", result.stdout)
+    # Bazel's interpreter sees site-packages but not the editable install's
+    # import hook, so a target cannot import modules it does not depend on.
+    probe = subprocess.run(
+        [python + "-bazel", "-c", "import absl, importlib.util, sys; "
+         "print(sys.flags.no_site, importlib.util.find_spec('ssm_icl'))"],
+        cwd=self.tmp, env={**self.env, "PYTHONPATH": ""}, capture_output=True,
+        text=True, timeout=60, check=False)
+    self.assertEqual(probe.stdout, "1 None\n", probe.stderr)
 
   @parameterized.named_parameters(
       ("pytest", {"FAKE_PYTEST_STATUS": "1"}, "[pytest] failed"),
@@ -320,7 +341,8 @@ class TpuScriptTest(ScriptTestCase):
       ({}, ["launch"], "unknown command 'launch'"),
       ({}, ["create", "--big"], "create: unknown option '--big'"),
       ({}, ["logs", "--tail"], "logs: unknown option '--tail'"),
-      ({"REPO_DIR": "a/b"}, ["setup"], "REPO_DIR='a/b' must be one directory"),
+      ({"REPO_DIR": "a/b"}, ["setup"],
+       "REPO_DIR='a/b' must be one directory name"),
   )
   def test_errors(self, env, args, message):
     env = {"TPU_NAME": "t1", "ZONE": "zone-a", **env}
