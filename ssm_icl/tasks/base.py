@@ -42,7 +42,8 @@ class Prompt:
     loss: static loss name (`LOSS_MSE` or `LOSS_LOGISTIC`).
     metric: static metric name (`METRIC_SQUARED_ERROR` or `METRIC_ACCURACY`).
     normalizer: static divisor applied to the metric for the paper's plots
-      (d for regression, k for sparse regression, 1 for tree/parity/MQAR).
+      (d for regression, CoT and MQAR's per-coordinate error, k for sparse
+      regression, 1 for tree and parity).
     metric_coords: static tuple of the d_out coordinates the metric reads
       (None: all). Chain-of-thought reads only its y coordinate.
     xs: optional [b, n, d] raw in-context inputs as a baseline sees them

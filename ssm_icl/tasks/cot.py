@@ -19,8 +19,9 @@ coordinate at s slots, so the training loss is the mean squared error over
 every scored coordinate (Li et al. sum the s error over its coordinates and
 add the y error; the weighting differs by a constant per coordinate type).
 `metric_coords` = (h,) and `metric_mask` = 1 at s slots only: the metric is
-the squared error of y, normalizer 1. Note E[y^2] = d (the zero predictor
-scores d).
+the squared error of y divided by d: E[y^2] = d, so the zero predictor
+scores about 1, as on every other regression task (the paper does not state
+a CoT normalisation; this follows its rule for regression, divide by d).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class CotIO(task_lib.Task):
 
   @property
   def normalizer(self) -> float:
-    return 1.0
+    return float(self.n_dims)
 
   @property
   def y_coord(self) -> int:
@@ -172,7 +173,7 @@ def cot_autoregressive_predict(
     at x slots and the autoregressive y prediction (coordinate h) at s slots.
   """
   task_lib.check_choice("mode", mode, AUTOREGRESSIVE_MODES)
-  tokens = prompt.tokens
+  tokens = jnp.asarray(prompt.tokens)
   b, length, _ = tokens.shape
   n = length // 3
   h = task.hidden

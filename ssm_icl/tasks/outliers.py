@@ -30,9 +30,9 @@ def fixed_outlier_pattern(n_points: int, prob: float) -> np.ndarray:
 
   Example i is an outlier when floor((i + 1) p) > floor(i p): the first i
   examples then hold floor(i p) outliers, as evenly spread as possible, and
-  the first example is clean (p < 1). This is the reference's "fixed_dummy" evaluation with a clean
-  spacing rule (the reference's integer arithmetic leaves, e.g., only the
-  first 9 of 512 examples clean at p = 0.9).
+  the first example is clean (p < 1). This is the reference's "fixed_dummy"
+  evaluation with a clean spacing rule: the reference's arithmetic makes,
+  e.g., only the first 9 of 512 examples outliers at p = 0.9.
   """
   i = np.arange(n_points, dtype=np.float64)
   eps = 1e-9  # guards floor() against p * i landing just below an integer

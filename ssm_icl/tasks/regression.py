@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from ssm_icl.tasks import base
 from ssm_icl.tasks import robustness
 from ssm_icl.tasks import task as task_lib
 

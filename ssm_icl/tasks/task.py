@@ -20,7 +20,6 @@ prediction for y_i is read at token 2i (the output after seeing x_i).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import functools
 import numbers
 from typing import Any, Callable, ClassVar
@@ -31,16 +30,13 @@ import numpy as np
 
 from ssm_icl.tasks import base
 
-# Sentinel for "no truncation": every coordinate is kept.
-FULL = None
-
-
 class Task(abc.ABC):
   """Base class of every task; subclasses are frozen dataclasses.
 
-  Subclasses set the class attribute `name` and implement `d_in`, `d_out`,
-  `default_n_points` and `_sample`. `sample` validates the static arguments
-  and then calls `_sample`.
+  Subclasses set the class attribute `name`, have an `n_dims` field (the d
+  that `n_dims_truncated` indexes) and implement `d_in`, `d_out`,
+  `normalizer`, `default_n_points` and `_sample`. `sample` validates its
+  arguments and then calls `_sample`.
   """
 
   name: ClassVar[str] = ""
@@ -54,6 +50,11 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def d_out(self) -> int:
     """Width of one prediction."""
+
+  @property
+  @abc.abstractmethod
+  def normalizer(self) -> float:
+    """Metric divisor for the paper's plots (`Prompt.normalizer`)."""
 
   @property
   @abc.abstractmethod
@@ -86,7 +87,7 @@ class Task(abc.ABC):
           f"least {length} or lower n_points.")
 
   def sample(self, key: jax.Array, batch_size: int, n_points: int,
-             n_dims_truncated: Any = FULL) -> base.Prompt:
+             n_dims_truncated: Any = None) -> base.Prompt:
     """Draws `batch_size` prompts of `n_points` examples each.
 
     Args:
@@ -160,11 +161,6 @@ def check_truncation(n_dims_truncated: Any, n_dims: int) -> None:
   if not 1 <= int(value) <= n_dims:
     raise ValueError(
         f"n_dims_truncated={int(value)} must be in [1, n_dims={n_dims}].")
-
-
-def replace_fields(task: Task, **changes: Any) -> Task:
-  """`dataclasses.replace` for tasks (re-runs `__post_init__` validation)."""
-  return dataclasses.replace(task, **changes)
 
 
 # Prompt fields with a leading batch axis (the others are per-slot metadata).

@@ -8,6 +8,7 @@ import numpy as np
 
 from ssm_icl import tasks
 from ssm_icl.tasks import base
+from tests.tasks import prompt_checks
 
 _B, _N, _D, _H = 32, 8, 6, 3
 
@@ -20,10 +21,14 @@ def _sample(trunc=None, seed=0):
 
 class CotIOTest(parameterized.TestCase):
 
+  def test_sharding_invariance(self):
+    prompt_checks.assert_sharding_invariant(
+        self, tasks.CotIO(n_dims=_D, hidden=_H), n_dims_truncated=4)
+
   def test_token_layout(self):
     task, p = _sample(trunc=4)
     self.assertEqual(task.d_in, _D + _H + 4)
-    x_tok, s_tok, y_tok = p.tokens[:, 0::3], p.tokens[:, 1::3], p.tokens[:, 2::3]
+    x_tok, s_tok, y_tok = (p.tokens[:, i::3] for i in range(3))
     s = s_tok[..., _D:_D + _H]
     y = y_tok[..., _D + _H]
     np.testing.assert_array_equal(x_tok[..., :_D], p.xs)

@@ -7,6 +7,7 @@ import numpy as np
 
 from ssm_icl import tasks
 from ssm_icl.tasks import decision_tree
+from tests.tasks import prompt_checks
 
 
 def _numpy_tree(x, coords, values, depth):
@@ -18,6 +19,10 @@ def _numpy_tree(x, coords, values, depth):
 
 
 class DecisionTreeTest(parameterized.TestCase):
+
+  def test_sharding_invariance(self):
+    prompt_checks.assert_sharding_invariant(
+        self, tasks.DecisionTree(n_dims=6), n_dims_truncated=4)
 
   @parameterized.parameters((None,), (3,))
   def test_labels_match_numpy_traversal(self, trunc):

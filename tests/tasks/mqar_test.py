@@ -7,6 +7,7 @@ import numpy as np
 
 from ssm_icl import tasks
 from ssm_icl.tasks import base
+from tests.tasks import prompt_checks
 
 _B, _N, _D = 64, 4, 6
 
@@ -21,6 +22,9 @@ def _split(p):
 
 
 class VectorMQARTest(absltest.TestCase):
+
+  def test_sharding_invariance(self):
+    prompt_checks.assert_sharding_invariant(self, tasks.VectorMQAR(n_dims=_D))
 
   def test_query_copies_a_key_and_target_is_its_value(self):
     p = _sample(tasks.VectorMQAR(n_dims=_D))

@@ -7,6 +7,7 @@ import numpy as np
 
 from ssm_icl import tasks
 from ssm_icl.tasks import outliers
+from tests.tasks import prompt_checks
 
 _B, _N, _D = 64, 32, 5
 
@@ -34,6 +35,12 @@ def _check_masks(test, p, outlier):
 
 
 class OrthoOutlierTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      (tasks.OrthoOutlierRegression(n_dims=6),),
+      (tasks.ManyOutlierRegression(n_dims=6),))
+  def test_sharding_invariance(self, task):
+    prompt_checks.assert_sharding_invariant(self, task, n_dims_truncated=4)
 
   @parameterized.parameters((None,), (3,))
   def test_dummies_are_orthogonal_to_the_prompts_w(self, trunc):

@@ -9,6 +9,7 @@ import numpy as np
 
 from ssm_icl import tasks
 from ssm_icl.tasks import base
+from tests.tasks import prompt_checks
 
 _B, _N = 64, 40
 
@@ -24,6 +25,9 @@ def _subsets(p, n_dims, k):
 
 
 class SparseParityTest(parameterized.TestCase):
+
+  def test_sharding_invariance(self):
+    prompt_checks.assert_sharding_invariant(self, tasks.SparseParity())
 
   @parameterized.parameters((None,), (6,))
   def test_labels_are_parities_of_a_per_prompt_subset(self, trunc):

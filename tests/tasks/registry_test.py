@@ -7,12 +7,12 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ssm_icl import tasks
+from ssm_icl.tasks import base
 from ssm_icl.tasks import task as task_lib
 
-_B, _N = 8, 5  # tiny: 8 prompts so the batch splits over 8 devices
+_B, _N = 8, 5
 
 # Paper defaults (paper.md sections 2.1-2.9): d_in, d_out, normalizer,
 # tokens per example, default n_points.
@@ -27,11 +27,6 @@ _EXPECTED = {
     "cot_io": (18, 5, 1.0, 3, 101),
     "vector_mqar": (20, 20, 20.0, 2, 64),
 }
-
-
-def _mesh():
-  return jax.make_mesh((8,), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 class RegistryTest(parameterized.TestCase):
@@ -101,15 +96,14 @@ class RegistryTest(parameterized.TestCase):
       task.check_fits(10, task.seq_len(10) - 1)
 
   @parameterized.parameters(*_EXPECTED)
-  def test_shapes_dtypes_and_sharding_invariance(self, name):
+  def test_shapes_and_dtypes(self, name):
+    # Abstract evaluation: no compilation. Values (and the sharding
+    # invariance) are tested in each family's test file.
     task = tasks.get_task(name)
     d = task.n_dims
-    key = jax.random.key(11)
-    trunc = jnp.int32(d - 1)
-    prompt = task_lib.jitted_sampler(task, _B, _N)(key, n_dims_truncated=trunc)
-    sharded = task_lib.jitted_sampler(task, _B, _N, _mesh())(
-        key, n_dims_truncated=trunc)
-
+    prompt = jax.eval_shape(
+        lambda key, trunc: task.sample(key, _B, _N, trunc),
+        jax.random.key(0), jnp.int32(d - 1))
     n_slots = {"cot_io": 2 * _N, "vector_mqar": 1}.get(name, _N)
     n_rows = _N + 1 if name == "vector_mqar" else _N
     length = task.seq_len(_N)
@@ -127,21 +121,7 @@ class RegistryTest(parameterized.TestCase):
     self.assertEqual(prompt.predict_positions.dtype, jnp.int32)
     self.assertEqual(prompt.example_index.dtype, jnp.int32)
     self.assertEqual(prompt.normalizer, task.normalizer)
-    positions = np.asarray(prompt.predict_positions)
-    self.assertTrue(np.all(np.diff(positions) > 0))
-    self.assertLess(positions.max(), length)
-    chex.assert_tree_all_finite(prompt)
-
-    # Same key, same prompt: on one device and split over 8.
-    self.assertEqual(sharded.tokens.sharding.spec,
-                     jax.sharding.PartitionSpec("data"))
-    self.assertLen(sharded.tokens.sharding.device_set, 8)
-    chex.assert_trees_all_close(prompt, sharded, rtol=1e-6, atol=1e-6)
-    again = task_lib.jitted_sampler(task, _B, _N)(key, n_dims_truncated=trunc)
-    chex.assert_trees_all_equal(prompt, again)
-    other = task_lib.jitted_sampler(task, _B, _N)(
-        jax.random.key(12), n_dims_truncated=trunc)
-    self.assertFalse(np.allclose(prompt.tokens, other.tokens))
+    self.assertIn(prompt.loss, (base.LOSS_MSE, base.LOSS_LOGISTIC))
 
 
 if __name__ == "__main__":

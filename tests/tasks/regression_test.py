@@ -9,6 +9,7 @@ import numpy as np
 from ssm_icl import tasks
 from ssm_icl.tasks import base
 from ssm_icl.tasks import robustness
+from tests.tasks import prompt_checks
 
 
 def _sample(task, b, n, trunc=None, seed=0):
@@ -30,6 +31,15 @@ def _lstsq(xs, ys):
 
 
 class LinearRegressionTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      (tasks.LinearRegression(n_dims=6),),
+      (tasks.SparseLinearRegression(n_dims=6),),
+      (tasks.Relu2nnRegression(n_dims=6, hidden=8),))
+  def test_sharding_invariance(self, task):
+    p = prompt_checks.assert_sharding_invariant(self, task,
+                                                n_dims_truncated=4)
+    np.testing.assert_array_equal(p.xs[..., 4:], 0.0)
 
   def test_layout_truncation_and_linearity(self):
     task = tasks.LinearRegression(n_dims=_D)
