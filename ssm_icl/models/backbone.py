@@ -124,7 +124,7 @@ class ICLModel(nn.Module):
     settings = cfg.block_settings()
     dtypes = dict(dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype)
 
-    x = layers.Dense(cfg.d_model, kernel_axes=(axes.IO, axes.EMBED),
+    x = layers.dense(cfg.d_model, (axes.IO, axes.EMBED), fan_in=cfg.d_in,
                      name="read_in", **dtypes)(tokens)
     # The residual stream is float32 whatever the compute dtype.
     x = x.astype(jnp.float32)
@@ -162,8 +162,8 @@ class ICLModel(nn.Module):
           x, deterministic)
       i += 1
 
-    x = layers.LayerNorm(name="ln_f", **dtypes)(x)
-    y = layers.Dense(cfg.d_out, kernel_axes=(axes.EMBED, axes.IO),
+    x = layers.layer_norm(name="ln_f", **dtypes)(x)
+    y = layers.dense(cfg.d_out, (axes.EMBED, axes.IO), fan_in=cfg.d_model,
                      name="read_out", **dtypes)(x)
     return y.astype(jnp.float32)
 

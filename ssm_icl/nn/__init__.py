@@ -8,8 +8,8 @@ from ssm_icl.nn.blocks import BLOCKS
 from ssm_icl.nn.blocks import BlockSettings
 from ssm_icl.nn.blocks import get_block
 from ssm_icl.nn.layers import CausalDepthwiseConv1d
-from ssm_icl.nn.layers import Dense
-from ssm_icl.nn.layers import LayerNorm
+from ssm_icl.nn.layers import dense
+from ssm_icl.nn.layers import layer_norm
 from ssm_icl.nn.layers import MLP
 from ssm_icl.nn.mamba import MambaMixer
 from ssm_icl.nn.s4 import S4DMixer
@@ -21,13 +21,13 @@ __all__ = [
     "BlockSettings",
     "CausalDepthwiseConv1d",
     "CausalSelfAttention",
-    "Dense",
-    "LayerNorm",
     "MLP",
     "MambaMixer",
     "RULES",
     "S4DMixer",
     "S4MambaMixer",
+    "dense",
     "get_block",
     "get_rules",
+    "layer_norm",
 ]

@@ -77,14 +77,12 @@ class CausalSelfAttention(nn.Module):
         residual=self.init_style == inits.STYLE_GPT2)
     dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
-    qkv = layers.Dense(3 * d, kernel_axes=(axes.EMBED, axes.HEADS),
-                       kernel_init=qkv_k, bias_init=qkv_b, name="c_attn",
-                       **dense)(x)
+    qkv = layers.dense(3 * d, (axes.EMBED, axes.HEADS), kernel_init=qkv_k,
+                       bias_init=qkv_b, name="c_attn", **dense)(x)
     q, k, v = (t.reshape(b, l, self.n_head, head_dim)
                for t in jnp.split(qkv, 3, axis=-1))  # [b, l, h, hd]
     y = attention_ops.causal_attention(q, k, v, impl=self.attn_impl,
                                        block_size=self.block_size)
     y = y.reshape(b, l, d)
-    return layers.Dense(d, kernel_axes=(axes.HEADS, axes.EMBED),
-                        kernel_init=proj_k, bias_init=proj_b, name="c_proj",
-                        **dense)(y)
+    return layers.dense(d, (axes.HEADS, axes.EMBED), kernel_init=proj_k,
+                        bias_init=proj_b, name="c_proj", **dense)(y)

@@ -168,8 +168,8 @@ class Block(nn.Module):
     s = self.settings
     factory = get_block(self.kind)
     x = nn.with_logical_constraint(x, axes.RESIDUAL)
-    h = layers.LayerNorm(dtype=s.dtype, param_dtype=s.param_dtype,
-                         name="norm")(x)
+    h = layers.layer_norm(dtype=s.dtype, param_dtype=s.param_dtype,
+                          name="norm")(x)
     h = factory(s, "mixer")(h, deterministic)
     if s.dropout > 0:
       h = nn.Dropout(s.dropout)(h, deterministic=deterministic)

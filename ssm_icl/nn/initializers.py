@@ -82,6 +82,16 @@ def torch_linear(fan_in: int) -> Initializer:
   return uniform(1.0 / math.sqrt(fan_in))
 
 
+def torch_linear_kernel() -> Initializer:
+  """PyTorch `nn.Linear` weight default for a [fan_in, out] kernel.
+
+  kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(fan_in)), i.e. a variance scaling
+  of 1/3 on fan_in (shape[-2]); unlike `torch_linear` it reads fan_in from
+  the shape.
+  """
+  return jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
 def torch_depthwise_conv(width: int) -> Initializer:
   """PyTorch depthwise `nn.Conv1d` default (weight and bias): U(+-1/sqrt(k))."""
   return uniform(1.0 / math.sqrt(width))

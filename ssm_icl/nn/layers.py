@@ -1,4 +1,9 @@
-"""Basic layers with logical axis names: Dense, LayerNorm and the GPT-2 MLP.
+"""Layers with logical axis names: Dense, LayerNorm, the GPT-2 MLP, conv.
+
+`dense` and `layer_norm` configure flax's `nn.Dense` / `nn.LayerNorm` with
+logically partitioned initialisers and the PyTorch defaults of the reference
+code; used with `name=...` inside a compact module they give parameter names
+like `in_proj/kernel`, mirroring PyTorch's `in_proj.weight`.
 
 Every parameter is created through `nn.with_logical_partitioning`, so a model
 built from these layers can be initialised straight into a sharded layout (see
@@ -12,7 +17,6 @@ from typing import Any, Optional
 
 from flax import linen as nn
 import jax
-from jax import lax
 import jax.numpy as jnp
 
 from ssm_icl.nn import axes
@@ -22,95 +26,77 @@ Dtype = Any
 Axes = tuple[Optional[str], ...]
 
 
-class Dense(nn.Module):
-  """y = x @ kernel + bias over the last axis, with logical axis names.
+def dense(features: int,
+          kernel_axes: Axes,
+          *,
+          fan_in: Optional[int] = None,
+          use_bias: bool = True,
+          kernel_init: Optional[inits.Initializer] = None,
+          bias_init: Optional[inits.Initializer] = None,
+          dtype: Dtype = jnp.float32,
+          param_dtype: Dtype = jnp.float32,
+          name: Optional[str] = None) -> nn.Dense:
+  """An `nn.Dense` (kernel [in, out], i.e. PyTorch's weight transposed).
 
-  Parameter names and layout follow flax (`kernel` [in, out], `bias` [out]),
-  i.e. the transpose of a PyTorch `nn.Linear` weight.
-
-  Attributes:
+  Args:
     features: output width.
-    use_bias: whether to add a bias.
     kernel_axes: logical names of the kernel's (in, out) axes; the bias uses
       the second one.
-    kernel_init: initialiser of the kernel; None = PyTorch `nn.Linear`
-      default U(+-1/sqrt(fan_in)).
-    bias_init: initialiser of the bias; None = PyTorch default, as above.
+    fan_in: input width; needed only for the default bias init.
+    use_bias: whether to add a bias.
+    kernel_init: kernel initialiser; None = PyTorch `nn.Linear` default
+      U(+-1/sqrt(fan_in)).
+    bias_init: bias initialiser; None = the PyTorch default (needs fan_in).
     dtype: compute dtype (inputs and kernel are cast to it).
     param_dtype: storage dtype of the parameters.
+    name: the submodule name (e.g. "in_proj").
+
+  Returns:
+    An unbound `nn.Dense`.
+
+  Raises:
+    ValueError: if the default bias init is needed but fan_in is missing.
   """
-  features: int
-  use_bias: bool = True
-  kernel_axes: Axes = (None, None)
-  kernel_init: Optional[inits.Initializer] = None
-  bias_init: Optional[inits.Initializer] = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Applies the layer.
-
-    Args:
-      x: [..., in] input.
-
-    Returns:
-      [..., features] output in `dtype`.
-    """
-    fan_in = x.shape[-1]
-    default = inits.torch_linear(fan_in)
-    kernel = self.param(
-        "kernel",
-        nn.with_logical_partitioning(self.kernel_init or default,
-                                     self.kernel_axes),
-        (fan_in, self.features), self.param_dtype)
-    bias = None
-    if self.use_bias:
-      bias = self.param(
-          "bias",
-          nn.with_logical_partitioning(self.bias_init or default,
-                                       (self.kernel_axes[1],)),
-          (self.features,), self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.dtype)
-    y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-    if bias is not None:
-      y = y + bias
-    return y
+  if use_bias and bias_init is None:
+    if fan_in is None:
+      raise ValueError(f"dense {name!r}: the default (PyTorch) bias init "
+                       f"needs fan_in.")
+    bias_init = inits.torch_linear(fan_in)
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+      kernel_init=nn.with_logical_partitioning(
+          kernel_init or inits.torch_linear_kernel(), kernel_axes),
+      bias_init=nn.with_logical_partitioning(bias_init or inits.zeros,
+                                             (kernel_axes[1],)),
+      name=name)
 
 
-class LayerNorm(nn.Module):
-  """LayerNorm over the last axis with float32 statistics (PyTorch eps 1e-5).
+def layer_norm(*,
+               axis_name: str = axes.EMBED,
+               dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32,
+               name: Optional[str] = None) -> nn.LayerNorm:
+  """An `nn.LayerNorm` over the last axis with PyTorch's eps 1e-5.
 
-  Attributes:
-    epsilon: added to the variance.
-    axis_name: logical name of the normalised axis (for `scale` and `bias`).
+  Statistics are float32 whatever the compute dtype (bfloat16 has too few
+  mantissa bits for the variance), and computed as E[(x - mean)^2] rather
+  than E[x^2] - mean^2, which cancels catastrophically for large means.
+
+  Args:
+    axis_name: logical name of the normalised axis (for scale and bias).
     dtype: output dtype.
     param_dtype: storage dtype of `scale` and `bias`.
-  """
-  epsilon: float = 1e-5
-  axis_name: str = axes.EMBED
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+    name: the submodule name (e.g. "ln_f").
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Normalises `x: [..., d]`; returns [..., d] in `dtype`."""
-    d = x.shape[-1]
-    scale = self.param(
-        "scale", nn.with_logical_partitioning(inits.ones, (self.axis_name,)),
-        (d,), self.param_dtype)
-    bias = self.param(
-        "bias", nn.with_logical_partitioning(inits.zeros, (self.axis_name,)),
-        (d,), self.param_dtype)
-    # Statistics in float32 whatever the compute dtype: bfloat16 has 8 bits
-    # of mantissa, too few for the variance of a 128-wide vector.
-    x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-    y = (x32 - mean) * lax.rsqrt(var + self.epsilon)
-    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-    return y.astype(self.dtype)
+  Returns:
+    An unbound `nn.LayerNorm` with params `scale` and `bias`.
+  """
+  return nn.LayerNorm(
+      epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
+      use_fast_variance=False, force_float32_reductions=True,
+      scale_init=nn.with_logical_partitioning(inits.ones, (axis_name,)),
+      bias_init=nn.with_logical_partitioning(inits.zeros, (axis_name,)),
+      name=name)
 
 
 def linear_inits(style: str, fan_in: int, n_layer: int, *,
@@ -170,12 +156,12 @@ class MLP(nn.Module):
                               residual=False)
     proj_k, proj_b = linear_inits(self.init_style, hidden, self.n_layer,
                                   residual=True)
-    h = Dense(hidden, kernel_axes=(axes.EMBED, axes.MLP), kernel_init=fc_k,
+    h = dense(hidden, (axes.EMBED, axes.MLP), kernel_init=fc_k,
               bias_init=fc_b, dtype=self.dtype, param_dtype=self.param_dtype,
               name="c_fc")(x)
     h = nn.gelu(h, approximate=True)
-    return Dense(self.d_model, kernel_axes=(axes.MLP, axes.EMBED),
-                 kernel_init=proj_k, bias_init=proj_b, dtype=self.dtype,
+    return dense(self.d_model, (axes.MLP, axes.EMBED), kernel_init=proj_k,
+                 bias_init=proj_b, dtype=self.dtype,
                  param_dtype=self.param_dtype, name="c_proj")(h)
 
 

@@ -7,7 +7,7 @@ For h: [b, l, D], with E = expand * D, N = d_state, R = dt_rank, K = d_conv
   u = silu(causal_depthwise_conv1d(x))        # [b, l, E]
   dt_low, B, C = split(x_proj(u))             # R, N, N
   delta = dt_low @ dt_proj.kernel             # bias added inside the scan
-  y = selective_scan_lib.selective_scan(u, delta, A_log, B, C, D, dt_bias=dt_proj.bias, z=z)
+  y = selective_scan(u, delta, A_log, B, C, D, dt_bias=dt_proj.bias, z=z)
   out = out_proj(y)                           # [b, l, D]
 
 Parameter names and shapes map one to one onto the PyTorch module
@@ -143,8 +143,7 @@ class MambaMixer(nn.Module):
     e, n, r = self.d_inner, self.d_state, self.resolved_dt_rank
     dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
-    xz = layers.Dense(2 * e, use_bias=self.bias,
-                      kernel_axes=(axes.EMBED, axes.INNER),
+    xz = layers.dense(2 * e, (axes.EMBED, axes.INNER), use_bias=self.bias,
                       bias_init=inits.zeros, name="in_proj", **dense)(h)
     x, z = jnp.split(xz, 2, axis=-1)  # [b, l, e] each
     u = layers.CausalDepthwiseConv1d(
@@ -152,9 +151,8 @@ class MambaMixer(nn.Module):
         **dense)(x)
     u = jax.nn.silu(u)  # [b, l, e]
 
-    x_dbl = layers.Dense(r + 2 * n, use_bias=False,
-                         kernel_axes=(axes.INNER, axes.XPROJ), name="x_proj",
-                         **dense)(u)
+    x_dbl = layers.dense(r + 2 * n, (axes.INNER, axes.XPROJ), use_bias=False,
+                         name="x_proj", **dense)(u)
     dt_low, B, C = jnp.split(x_dbl, [r, r + n], axis=-1)
     delta, dt_bias = DtProj(e, self.dt_min, self.dt_max, self.dt_init_floor,
                             name="dt_proj", **dense)(dt_low)  # [b, l, e]
@@ -171,7 +169,7 @@ class MambaMixer(nn.Module):
         u, delta, A_log, B, C, D, dt_bias=dt_bias, z=z, impl=self.scan_impl,
         chunk_size=self.chunk_size)  # [b, l, e]
 
-    return layers.Dense(
-        self.d_model, use_bias=self.bias, kernel_axes=(axes.INNER, axes.EMBED),
+    return layers.dense(
+        self.d_model, (axes.INNER, axes.EMBED), use_bias=self.bias,
         kernel_init=inits.mamba_out_proj(e, self.n_layer),
         bias_init=inits.zeros, name="out_proj", **dense)(y)

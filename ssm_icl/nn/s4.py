@@ -102,7 +102,7 @@ class S4DMixer(nn.Module):
     # Conv1d(H, 2H, kernel_size=1) = a Dense; its PyTorch default init has
     # fan_in = H for weight and bias, and `_init_weights` leaves Conv1d
     # biases alone, so the bias is not zeroed.
-    y = layers.Dense(2 * h, kernel_axes=(axes.EMBED, axes.MLP),
+    y = layers.dense(2 * h, (axes.EMBED, axes.MLP), fan_in=h,
                      dtype=self.dtype, param_dtype=self.param_dtype,
                      name="output_linear")(y.astype(self.dtype))
     a, gate = jnp.split(y, 2, axis=-1)
@@ -144,8 +144,7 @@ class S4MambaMixer(nn.Module):
     """Maps h: [b, l, d_model] to [b, l, d_model] in `dtype`."""
     e = self.expand * self.d_model
     dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    xz = layers.Dense(2 * e, use_bias=self.bias,
-                      kernel_axes=(axes.EMBED, axes.INNER),
+    xz = layers.dense(2 * e, (axes.EMBED, axes.INNER), use_bias=self.bias,
                       bias_init=inits.zeros, name="in_proj", **dense)(h)
     x, z = jnp.split(xz, 2, axis=-1)  # [b, l, e] each
     u = jax.nn.silu(layers.CausalDepthwiseConv1d(
@@ -158,7 +157,7 @@ class S4MambaMixer(nn.Module):
       y = nn.Dropout(self.dropout, broadcast_dims=(1,))(
           y, deterministic=deterministic)
     y = y.astype(self.dtype) * z  # linear gate, as in the reference
-    return layers.Dense(
-        self.d_model, use_bias=self.bias, kernel_axes=(axes.INNER, axes.EMBED),
+    return layers.dense(
+        self.d_model, (axes.INNER, axes.EMBED), use_bias=self.bias,
         kernel_init=inits.mamba_out_proj(e, self.n_layer),
         bias_init=inits.zeros, name="out_proj", **dense)(y)

@@ -370,7 +370,7 @@ class MixerTest(parameterized.TestCase):
                                 r" \(9\)"):
       convert.load_mixer_state_dict(mixer, {})
     with self.assertRaisesRegex(TypeError, "No PyTorch layout for Dense"):
-      convert.load_mixer_state_dict(layers.Dense(4), {})
+      convert.load_mixer_state_dict(nn.Dense(4), {})
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ class BlockTest(parameterized.TestCase):
       def __call__(self, h):
         return blocks.get_block(kind)(_SETTINGS, "mixer")(h)
 
-    h = layers.LayerNorm().apply({"params": p["norm"]}, x)
+    h = layers.layer_norm().apply({"params": p["norm"]}, x)
     mixed = jax.jit(_Mixer().apply)({"params": {"mixer": p["mixer"]}}, h)
     np.testing.assert_allclose(jax.jit(block.apply)(variables, x), x + mixed,
                                rtol=1e-5, atol=1e-5)

@@ -27,7 +27,7 @@ class DenseTest(parameterized.TestCase):
 
   def test_matches_numpy_and_has_logical_axes(self):
     x = jax.random.normal(jax.random.key(1), (2, 3, 8))
-    dense = layers.Dense(5, kernel_axes=(axes.EMBED, axes.MLP))
+    dense = layers.dense(5, (axes.EMBED, axes.MLP), fan_in=8)
     variables, p = _init(dense, x)
     want = np.asarray(x) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
     np.testing.assert_allclose(dense.apply(variables, x), want, rtol=1e-5,
@@ -38,7 +38,7 @@ class DenseTest(parameterized.TestCase):
 
   def test_default_init_is_torch_linear(self):
     x = jnp.zeros((1, 64))
-    _, p = _init(layers.Dense(400), x)
+    _, p = _init(layers.dense(400, (None, None), fan_in=64), x)
     for name in ("kernel", "bias"):
       v = np.asarray(p[name])
       self.assertLessEqual(np.abs(v).max(), 1 / 8.0)
@@ -46,7 +46,8 @@ class DenseTest(parameterized.TestCase):
 
   def test_bfloat16_compute_with_float32_params(self):
     x = jax.random.normal(jax.random.key(1), (2, 8))
-    dense = layers.Dense(4, use_bias=False, dtype=jnp.bfloat16)
+    dense = layers.dense(4, (None, None), use_bias=False,
+                         dtype=jnp.bfloat16)
     variables, p = _init(dense, x)
     y = dense.apply(variables, x)
     self.assertEqual(p["kernel"].dtype, jnp.float32)
@@ -56,12 +57,17 @@ class DenseTest(parameterized.TestCase):
                                np.asarray(x) @ np.asarray(p["kernel"]),
                                rtol=3e-2, atol=3e-2)
 
+  def test_default_bias_needs_fan_in(self):
+    with self.assertRaisesRegex(ValueError,
+                                "'read_in': the default .* needs fan_in"):
+      layers.dense(4, (None, None), name="read_in")
+
 
 class LayerNormTest(parameterized.TestCase):
 
   def test_matches_numpy(self):
     x = 3.0 + jax.random.normal(jax.random.key(1), (2, 3, 16))
-    ln = layers.LayerNorm()
+    ln = layers.layer_norm()
     variables = ln.init(jax.random.key(0), x)
     x64 = np.asarray(x, np.float64)
     mean = x64.mean(-1, keepdims=True)
@@ -75,11 +81,11 @@ class LayerNormTest(parameterized.TestCase):
     # A large offset with a small spread: bfloat16 statistics would round
     # the offset and leave a big error; float32 statistics do not.
     x = 1000.0 + jax.random.normal(jax.random.key(1), (4, 32))
-    ln = layers.LayerNorm(dtype=jnp.bfloat16)
+    ln = layers.layer_norm(dtype=jnp.bfloat16)
     variables = ln.init(jax.random.key(0), x)
     y = ln.apply(variables, x)
     self.assertEqual(y.dtype, jnp.bfloat16)
-    want = layers.LayerNorm().apply(variables, x)
+    want = layers.layer_norm().apply(variables, x)
     np.testing.assert_allclose(y.astype(jnp.float32), want, atol=2e-2)
 
 

@@ -57,8 +57,12 @@ def _reference(p, h, d_conv):
 
 
 def _init(mixer, h, seed=0):
-  variables = mixer.init(jax.random.key(seed), h)
+  variables = jax.jit(mixer.init)(jax.random.key(seed), h)
   return variables, nn.meta.unbox(variables)["params"]
+
+
+def _apply(mixer, variables, h):
+  return jax.jit(mixer.apply)(variables, h)
 
 
 class MambaMixerTest(parameterized.TestCase):
@@ -73,14 +77,15 @@ class MambaMixerTest(parameterized.TestCase):
     # Perturb the init so A_log and D are not constants.
     p = jax.tree.map(
         lambda a: a + 0.1 * jax.random.normal(jax.random.key(7), a.shape), p)
-    y = mixer.apply({"params": p}, h)
+    y = _apply(mixer, {"params": p}, h)
     self.assertEqual(y.shape, h.shape)
     np.testing.assert_allclose(y, _reference(p, h, 4), rtol=1e-4, atol=1e-5)
     del variables
 
   def test_parameter_shapes_follow_official_mamba(self):
     mixer = mamba.MambaMixer(d_model=32)
-    _, p = _init(mixer, jnp.zeros((1, 4, 32)))
+    p = nn.meta.unbox(jax.eval_shape(mixer.init, jax.random.key(0),
+                                     jnp.zeros((1, 4, 32))))["params"]
     e, n, r = 64, 16, 2
     shapes = jax.tree.map(lambda a: a.shape, p)
     self.assertEqual(shapes, {
@@ -123,7 +128,7 @@ class MambaMixerTest(parameterized.TestCase):
 
   def test_every_param_has_logical_axes(self):
     mixer = mamba.MambaMixer(d_model=_D_MODEL, bias=True)
-    variables = mixer.init(jax.random.key(0), jnp.zeros((1, 4, _D_MODEL)))
+    variables, _ = _init(mixer, jnp.zeros((1, 4, _D_MODEL)))
     boxes = jax.tree.leaves(
         variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
     self.assertLen(boxes, 11)
@@ -149,20 +154,20 @@ class MambaMixerTest(parameterized.TestCase):
     self.assertEqual(p["in_proj"]["kernel"].dtype, jnp.bfloat16)
     for a in (p["A_log"], p["D"], p["dt_proj"]["bias"]):
       self.assertEqual(a.dtype, jnp.float32)
-    y = mixer.apply(variables, h)
+    y = _apply(mixer, variables, h)
     self.assertEqual(y.dtype, jnp.bfloat16)
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p)
-    want = mamba.MambaMixer(d_model=_D_MODEL, d_state=4).apply(
-        {"params": p32}, h)
+    want = _apply(mamba.MambaMixer(d_model=_D_MODEL, d_state=4),
+                  {"params": p32}, h)
     np.testing.assert_allclose(y.astype(jnp.float32), want, rtol=0.1,
                                atol=0.05)
 
   def test_is_causal(self):
     h = jax.random.normal(jax.random.key(1), (1, 8, _D_MODEL))
     mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4)
-    variables = mixer.init(jax.random.key(0), h)
-    y = mixer.apply(variables, h)
-    y2 = mixer.apply(variables, h.at[:, 4].set(3.0))
+    variables, _ = _init(mixer, h)
+    y = _apply(mixer, variables, h)
+    y2 = _apply(mixer, variables, h.at[:, 4].set(3.0))
     np.testing.assert_array_equal(y[:, :4], y2[:, :4])
     self.assertGreater(np.abs(y[:, 4:] - y2[:, 4:]).max(), 1e-4)
 
