@@ -148,7 +148,9 @@ def table(rows):
             f"{'fwd MB':>8} {'grad MB':>8} {'cmp fwd/grad s':>15} "
             f"{'naive/fwd':>9} {'naive/grad':>10} {'fwd/floor':>9}")
   lines = [header, "-" * len(header)]
-  fmt = lambda x, spec: "-" if x is None else format(x, spec)
+  def fmt(x, spec):  # "-" for "not run", right-aligned like the numbers
+    return format("-", ">" + spec.split(".")[0]) if x is None else format(
+        x, spec)
   by_length = {}
   for row in rows:
     by_length.setdefault(row["length"], {})[row["variant"]] = row
@@ -189,8 +191,8 @@ def main(argv=None):
   parser.add_argument("--impls", nargs="+", default=list(_IMPLS) + [_NAIVE],
                       help="variants to run")
   parser.add_argument("--chunk-sizes", type=int, nargs="*", default=[],
-                      help="also time SEQUENTIAL and CHUNKED at these chunk "
-                      "sizes")
+                      help="also time the SEQUENTIAL and CHUNKED variants "
+                      "among --impls at these chunk sizes")
   args = parser.parse_args(argv)
 
   lengths = [82] if args.quick else args.lengths
@@ -200,8 +202,8 @@ def main(argv=None):
   if max_gb is None:
     max_gb = 4.0 if backend == "cpu" else 32.0
   variants = [(name, None) for name in args.impls]
-  variants += [(name, t) for t in args.chunk_sizes
-               for name in ("sequential", "chunked")]
+  variants += [(name, t) for t in args.chunk_sizes for name in args.impls
+               if name in ("sequential", "chunked")]
   print(f"backend {backend}, devices {jax.devices()}, b={args.batch}, "
         f"e={2 * args.d_model}, n={args.d_state}, lengths {lengths}, "
         f"repeats {repeats}, run if temp <= {max_gb} GB", flush=True)

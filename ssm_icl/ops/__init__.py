@@ -1,4 +1,4 @@
-"""Pure-JAX sequence operators: linear scans, the S6 selective scan, S4D, attention.
+"""Pure-JAX sequence ops: linear scans, S6 selective scan, S4D, attention.
 
 Functions of arrays and plain Python options only (no flax, no configs).
 

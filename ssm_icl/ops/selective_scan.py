@@ -4,7 +4,7 @@ For each channel e and state n (official `mamba_ssm` `selective_scan_ref`):
 
   delta = softplus(delta + dt_bias)            # fp32, [b, l, e]
   A = -exp(A_log)                              # fp32, [e, n]
-  h_t = exp(delta_t * A) * h_{t-1} + (delta_t * u_t) B_t    # ZOH on A, Euler on B
+  h_t = exp(delta_t * A) * h_{t-1} + (delta_t * u_t) B_t  # ZOH A, Euler B
   y_t = <h_t, C_t> + D * u_t;   y *= silu(z) if z is given
 
 The naive implementation materialises exp(delta * A) and (delta * u) B as
@@ -13,15 +13,19 @@ associative scan) alive until the backward pass: ~26 GB for one layer at
 b=64, l=2048, e=256. Every schedule here avoids that:
 
 * SEQUENTIAL: `lax.scan` over time whose body discretises one step and
-  contracts with C_t, so no [b, l, e, n] tensor is ever formed; the time axis
-  is split into `jax.checkpoint`-ed chunks so that the backward pass saves only
-  chunk-boundary states [c, b, e, n] and recomputes the rest.
+  contracts with C_t, so no [b, l, e, n] tensor is ever formed. The time axis
+  is split into chunks and a `jax.custom_vjp` saves only the chunk-entry
+  states [c, b, n, e]; its backward pass recomputes one chunk of states at a
+  time and runs the reverse recurrence with every reduction inside the loop
+  (measured ~1.5x less CPU time than autodiff of `jax.checkpoint`-ed
+  chunks).
+  The fastest schedule on CPU; it supports reverse mode only (no `jax.jvp`).
 * ASSOCIATIVE: materialise and `lax.associative_scan`, inside `jax.checkpoint`
   so only the O(b l e) inputs are saved (the backward pass rebuilds the big
   tensors transiently).
-* CHUNKED: `lax.scan` over checkpointed chunks; each chunk materialises its
-  [t, b, e, n] tensors, runs an associative (GPU/TPU) or sequential (CPU)
-  scan on them and contracts with C inside the chunk.
+* CHUNKED: `lax.scan` over `jax.checkpoint`-ed chunks; each chunk
+  materialises its [t, b, n, e] tensors, runs an associative (GPU/TPU) or
+  sequential (CPU) scan on them and contracts with C inside the chunk.
 
 Shape letters: b batch, l length, e d_inner (channels), n d_state, c number
 of chunks, t steps per chunk.
@@ -40,16 +44,26 @@ from ssm_icl.ops import scan as scan_lib
 ScanImpl = scan_lib.ScanImpl
 _F32 = jnp.float32
 
-# Steps per checkpointed chunk, by schedule. Chosen by measurement: on CPU
-# 16-step chunks of the fused sequential body gave the fastest gradient
-# (performance.md section 6); CHUNKED uses longer chunks so the associative
-# scan inside has some depth to exploit on GPU/TPU.
-_MAX_CPU_GROUPS = 1
-
+# Steps per chunk, by schedule; only chunk-entry states are saved for the
+# backward pass. Chosen by measurement (benchmarks/scan_bench.py, b=64,
+# e=256, n=16). On a 2-core CPU, SEQUENTIAL with 8-step chunks had a 1.3x
+# faster gradient than 16 steps at l=82, while at l=2048 8, 16 and 32 steps
+# took the same time and 16 steps needed 850 MB instead of 973 MB. On an
+# H100, CHUNKED with 16 steps was as fast as 64-256 with the least memory.
 DEFAULT_CHUNK_SIZE = {
-    ScanImpl.SEQUENTIAL: 16,
-    ScanImpl.CHUNKED: 64,
+    ScanImpl.SEQUENTIAL: 8,
+    ScanImpl.CHUNKED: 16,
 }
+# Beyond this length SEQUENTIAL defaults to twice as long chunks.
+LONG_SEQUENCE = 1024
+
+
+def default_chunk_size(impl: ScanImpl, length: int) -> int:
+  """The default chunk of `impl` (SEQUENTIAL or CHUNKED) for `length`."""
+  chunk = DEFAULT_CHUNK_SIZE[impl]
+  if impl is ScanImpl.SEQUENTIAL and length > LONG_SEQUENCE:
+    chunk *= 2
+  return chunk
 
 
 def _check_shapes(u, delta, A_log, B, C, D, dt_bias, z, h0):
@@ -203,32 +217,6 @@ def _fused_scan_bwd(res, cotangents):
 _fused_scan.defvjp(_fused_scan_fwd, _fused_scan_bwd)
 
 
-def _batch_groups(batch: int) -> int:
-  """How many independent batch groups the fused scan is split into.
-
-  XLA:CPU does not split the small per-step fusions of a `lax.scan` across
-  threads, but it runs independent loops concurrently, so on CPU the batch is
-  split into one group per core (up to `_MAX_CPU_GROUPS`).
-  """
-  if jax.default_backend() != "cpu":
-    return 1
-  groups = _MAX_CPU_GROUPS
-  while groups > 1 and batch % groups:
-    groups -= 1
-  return groups
-
-
-def _grouped_fused_scan(A, h0, xs, groups):
-  """`_fused_scan` on `groups` independent slices of the batch axis."""
-  if groups == 1:
-    return _fused_scan(A, h0, *xs)
-  h0s = jnp.split(h0, groups, axis=0)
-  xss = [jnp.split(x, groups, axis=2) for x in xs]
-  outs = [_fused_scan(A, h0s[i], *(x[i] for x in xss)) for i in range(groups)]
-  return (jnp.concatenate([y for y, _ in outs], axis=2),
-          jnp.concatenate([h for _, h in outs], axis=0))
-
-
 def _materialised_chunk(A, h, xs, inner):
   """One chunk with its [t, b, n, e] tensors materialised; as `_fused_steps`.
 
@@ -278,6 +266,9 @@ def selective_scan(
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """The S6 selective scan of Mamba v1 (`selective_scan_ref` semantics).
 
+  Differentiable in reverse mode with every schedule; SEQUENTIAL (the CPU
+  default) has a custom VJP and so does not support forward mode (`jax.jvp`).
+
   Args:
     u: [b, l, e] input.
     delta: [b, l, e] pre-softplus step sizes (dt_proj output without bias).
@@ -289,8 +280,9 @@ def selective_scan(
     z: optional [b, l, e] gate; the output is multiplied by silu(z).
     h0: optional [b, e, n] initial state.
     impl: a `ScanImpl` or its string value; AUTO resolves by platform.
-    chunk_size: steps per checkpointed chunk for SEQUENTIAL and CHUNKED
-      (default `DEFAULT_CHUNK_SIZE`); ignored by ASSOCIATIVE.
+    chunk_size: steps per chunk for SEQUENTIAL and CHUNKED (None:
+      `default_chunk_size`); the backward pass saves one state per chunk.
+      Ignored by ASSOCIATIVE.
     return_last_state: also return the final state.
     inner_impl: the scan inside a CHUNKED chunk, "associative" or
       "sequential"; None or "auto" picks sequential on CPU, associative
@@ -313,10 +305,11 @@ def selective_scan(
   if inner is ScanImpl.CHUNKED:
     raise ValueError(f"inner_impl must be 'associative' or 'sequential', "
                      f"got {inner_impl!r}.")
-  if chunk_size is None:
-    chunk_size = DEFAULT_CHUNK_SIZE.get(impl, 64)
-  scan_lib.check_chunk_size(chunk_size)
   _check_shapes(u, delta, A_log, B, C, D, dt_bias, z, h0)
+  if chunk_size is None and impl is not ScanImpl.ASSOCIATIVE:
+    chunk_size = default_chunk_size(impl, u.shape[1])
+  if chunk_size is not None:
+    scan_lib.check_chunk_size(chunk_size)
 
   delta, du, A = _discretise_inputs(u, delta, A_log, dt_bias)
   batch, _, d_inner = u.shape
@@ -336,7 +329,7 @@ def selective_scan(
     A_t = A.T  # [n, e]
     h0 = jnp.swapaxes(h0, 1, 2)  # [b, n, e]
     if impl is ScanImpl.SEQUENTIAL:
-      y, h_last = _grouped_fused_scan(A_t, h0, xs, _batch_groups(batch))
+      y, h_last = _fused_scan(A_t, h0, *xs)
     else:
       inner_fn = (scan_lib.sequential_time_major if inner is
                   ScanImpl.SEQUENTIAL else scan_lib.associative_time_major)

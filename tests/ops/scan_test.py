@@ -1,9 +1,11 @@
 """Tests for ssm_icl.ops.scan: every schedule against a float64 numpy loop."""
 
+import functools
 import itertools
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,12 +66,20 @@ def _np_grads(a, b, h0, w, w_last, reverse):
   return da, db, g
 
 
-def _loss(impl, inner, reverse, chunk=_CHUNK):
-  def f(a, b, h0, w, w_last):
+@functools.partial(jax.jit, static_argnames=("impl", "inner", "reverse"))
+def _values_and_grads(a, b, h0, w, w_last, impl, inner, reverse):
+  """h, h_last and the grads of sum(w h) + sum(w_last h_last) w.r.t. a, b, h0.
+
+  Jitted once per schedule and shape: eager associative scans are slow.
+  """
+  def loss(a, b, h0):
     h, h_last = scan.linear_scan(a, b, h0=h0, reverse=reverse, impl=impl,
-                                 chunk_size=chunk, inner_impl=inner)
-    return (jnp.sum(w * h.astype(jnp.float32)) + jnp.sum(w_last * h_last))
-  return f
+                                 chunk_size=_CHUNK, inner_impl=inner)
+    return jnp.sum(w * h) + jnp.sum(w_last * h_last), (h, h_last)
+
+  (_, (h, h_last)), grads = jax.value_and_grad(
+      loss, argnums=(0, 1, 2), has_aux=True)(a, b, h0)
+  return h, h_last, grads
 
 
 class ResolveImplTest(parameterized.TestCase):
@@ -105,23 +115,21 @@ class LinearScanTest(parameterized.TestCase):
                                        (1, 7, 64, 100)))
   def test_matches_numpy_values_and_grads(self, schedule, reverse, length):
     impl, inner = schedule
-    a, b, h0, w, w_last = _inputs(length)
-    h, h_last = scan.linear_scan(a, b, h0=h0, reverse=reverse, impl=impl,
-                                 chunk_size=_CHUNK, inner_impl=inner)
-    h_ref, last_ref = _np_scan(a, b, h0, reverse)
+    args = _inputs(length, seed=length)
+    h, h_last, grads = _values_and_grads(*args, impl=impl, inner=inner,
+                                         reverse=reverse)
+    h_ref, last_ref = _np_scan(args[0], args[1], args[2], reverse)
     self.assertEqual(h.dtype, jnp.float32)
     self.assertEqual(h_last.dtype, jnp.float32)
     np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(h_last, last_ref, rtol=1e-5, atol=1e-5)
-
-    grads = jax.grad(_loss(impl, inner, reverse), argnums=(0, 1, 2))(
-        a, b, h0, w, w_last)
-    for got, want in zip(grads, _np_grads(a, b, h0, w, w_last, reverse)):
+    for got, want in zip(grads, _np_grads(*args, reverse)):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    seq_grads = jax.grad(_loss("sequential", inner, reverse),
-                         argnums=(0, 1, 2))(a, b, h0, w, w_last)
-    for got, want in zip(grads, seq_grads):
-      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # And the oracle schedule itself (compiled once per length and direction).
+    chex.assert_trees_all_close(
+        (h, h_last, grads),
+        _values_and_grads(*args, impl="sequential", inner="associative",
+                          reverse=reverse), rtol=1e-5, atol=1e-5)
 
   @parameterized.parameters(*_SCHEDULES)
   def test_no_h0_means_zeros(self, impl, inner):
