@@ -24,4 +24,4 @@ def get_config(arg=None):
       lr=1e-4,
       tiny_kwargs={"n_dims": 4, "hidden": 2},
       tiny_schedule=common.curriculum(dims=(4, 4, 0, 1),
-                                      points=(4, 6, 2, 10)))
+                                      points=(4, 4, 0, 1)))

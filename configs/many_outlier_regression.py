@@ -26,4 +26,4 @@ def get_config(arg=None):
       lr=1e-4, steps=1_000_000, reference_positions=1024, ckpt_every=1000,
       tiny_kwargs={"n_dims": 4, "prob": 0.5},
       tiny_schedule=common.curriculum(dims=(4, 4, 0, 1),
-                                      points=(6, 8, 2, 10)))
+                                      points=(8, 8, 0, 1)))

@@ -23,4 +23,4 @@ def get_config(arg=None):
       lr=1e-4, reference_positions=101,
       tiny_kwargs={"n_dims": 4, "hidden": 8},
       tiny_schedule=common.curriculum(dims=(4, 4, 0, 1),
-                                      points=(5, 7, 2, 10)))
+                                      points=(6, 6, 0, 1)))

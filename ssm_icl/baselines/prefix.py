@@ -1,4 +1,4 @@
-"""The in-context prefix a classical baseline may fit on at each prediction slot.
+"""The in-context prefix a baseline may fit on at each prediction slot.
 
 Every baseline sees exactly the prompts the models see. Prediction slot j of a
 prompt is answered from
@@ -119,11 +119,41 @@ def prefix_view(prompt: base.Prompt, *, name: str) -> PrefixView:
 _CHUNK_ELEMENTS = 1 << 24
 
 
+def chunked_map(fn, xs, chunk: int):
+  """`fn` over the leading axis of `xs`, `chunk` entries at a time.
+
+  Unlike `jax.lax.map(..., batch_size=...)`, the leading axis is padded to a
+  multiple of `chunk` (by repeating entry 0) so `fn` is traced once, not once
+  more for a remainder; with a single chunk there is no loop at all.
+
+  Args:
+    fn: maps a pytree of arrays with leading axis c to outputs with leading
+      axis c (c <= chunk), e.g. a `jax.vmap`-ed per-entry function.
+    xs: pytree of arrays sharing the leading axis p.
+    chunk: entries per call, >= 1.
+
+  Returns:
+    The outputs for all p entries, leading axis p.
+  """
+  p = jax.tree.leaves(xs)[0].shape[0]
+  if chunk >= p:
+    return fn(xs)
+  n_chunks = -(-p // chunk)
+  pad = n_chunks * chunk - p
+
+  def split(a):
+    a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+    return a.reshape(n_chunks, chunk, *a.shape[1:])
+
+  out = jax.lax.map(fn, jax.tree.map(split, xs))
+  return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:p], out)
+
+
 def map_slots(fn, view: PrefixView) -> jax.Array:
   """Applies a per-slot solver to every slot, a chunk of slots at a time.
 
-  Call it inside jit. Memory stays bounded by chunking the slot axis with
-  `jax.lax.map`, while each chunk is vectorised.
+  Call it inside jit. Memory stays bounded by chunking the slot axis, while
+  each chunk is vectorised.
 
   Args:
     fn: `fn(query [b, d], mask [b, n]) -> [b, d_y]`, closing over
@@ -137,7 +167,7 @@ def map_slots(fn, view: PrefixView) -> jax.Array:
   chunk = max(1, _CHUNK_ELEMENTS // max(1, b * n * d))
   queries = jnp.swapaxes(view.queries, 0, 1)       # [p, b, d]
   masks = jnp.swapaxes(view.prefix_mask, 0, 1)     # [p, b, n]
-  preds = jax.lax.map(lambda a: fn(*a), (queries, masks), batch_size=chunk)
+  preds = chunked_map(jax.vmap(lambda a: fn(*a)), (queries, masks), chunk)
   return jnp.swapaxes(preds, 0, 1)
 
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from ssm_icl import tasks
 from ssm_icl.tasks import base
 
 FORMAT_VERSION = 1
@@ -45,27 +46,38 @@ Predictor = Callable[[base.Prompt], jax.Array]
 
 
 def model_predictor(apply_fn: Callable[[Any, jax.Array], jax.Array],
-                    params: Any) -> Predictor:
+                    params: Any, *, task: Any = None) -> Predictor:
   """Wraps a model as a predictor: outputs read at the prediction slots.
 
   Args:
     apply_fn: `apply_fn(params, tokens [b, l, d_in]) -> [b, l, d_out]`, e.g.
       `model.apply`.
     params: the model parameters (variables).
+    task: optional; for chain-of-thought I/O (`cot_io`) the y predictions
+      then follow the model's own hidden-layer predictions
+      (`tasks.cot_autoregressive_predict`, Li et al.'s protocol) instead of
+      the teacher-forced ones.
 
   Returns:
     `predict(prompt) -> [b, p, d_out]`, jitted (one compilation per prompt
     shape), marked as a model for plots and Table 1.
   """
+  if getattr(task, "name", None) == tasks.CotIO.name:
 
-  @jax.jit
-  def _predict(params, tokens, positions):
-    outputs = apply_fn(params, tokens)
-    return jnp.take(outputs, positions, axis=1)
+    @jax.jit
+    def _predict_cot(params, prompt):
+      return tasks.cot_autoregressive_predict(
+          lambda tokens: apply_fn(params, tokens), prompt, task)
 
-  def predict(prompt: base.Prompt) -> jax.Array:
-    return _predict(params, prompt.tokens, prompt.predict_positions)
+    predict = lambda prompt: _predict_cot(params, prompt)
+  else:
 
+    @jax.jit
+    def _predict(params, tokens, positions):
+      return jnp.take(apply_fn(params, tokens), positions, axis=1)
+
+    predict = lambda prompt: _predict(params, prompt.tokens,
+                                      prompt.predict_positions)
   predict.kind = KIND_MODEL
   return predict
 
@@ -209,7 +221,8 @@ def evaluate(predictors: Mapping[str, Predictor], task: Any, *,
   weights = []
   x = onehot = metric = normalizer = None
   bar = tqdm.tqdm(total=math.ceil(n_prompts / batch_size) * len(names),
-                  desc=f"eval {getattr(task, 'name', '')}", disable=not progress,
+                  desc=f"eval {getattr(task, 'name', '')}",
+                  disable=not progress,
                   leave=False)
   for _, prompt in eval_prompts(task, n_points=n_points, n_prompts=n_prompts,
                                 batch_size=batch_size, seed=seed):

@@ -16,6 +16,7 @@ import os
 from typing import Any, Iterable, Mapping, Sequence
 
 from matplotlib import figure as mpl_figure
+from matplotlib import ticker
 import numpy as np
 
 from ssm_icl.eval import icl_curves
@@ -43,9 +44,32 @@ def _ylabel(results: Mapping[str, Any]) -> str:
   return label
 
 
+def _auto_top(results: Mapping[str, Any], curves: Sequence[str]
+              ) -> float | None:
+  """An upper y limit that keeps models and trivial references readable.
+
+  Baselines such as least squares near the interpolation threshold (k ~ d)
+  can spike orders of magnitude above everything else; when they do, the
+  axis stops at 1.2 x the highest model / trivial curve (the paper's plots
+  likewise crop them). None when nothing needs cropping.
+  """
+  def peak(names):
+    values = [_array(results["curves"][n]["mean"]) for n in names]
+    values = [v[np.isfinite(v)] for v in values]
+    return max((v.max() for v in values if v.size), default=None)
+
+  anchors = [n for n in curves if n in TRIVIAL_NAMES
+             or results["curves"][n]["kind"] == icl_curves.KIND_MODEL]
+  anchor, overall = peak(anchors), peak(curves)
+  if anchor is None or overall is None or anchor <= 0:
+    return None
+  return 1.2 * anchor if overall > 1.5 * anchor else None
+
+
 def draw_curves(ax: Any, results: Mapping[str, Any], *,
                 curves: Iterable[str] | None = None, log_y: bool = False,
-                title: str | None = None, legend: bool = True) -> None:
+                title: str | None = None, legend: bool = True,
+                ylim: tuple[float, float] | None = None) -> None:
   """Draws the curves of one `evaluate` result on a matplotlib Axes.
 
   Args:
@@ -55,6 +79,8 @@ def draw_curves(ax: Any, results: Mapping[str, Any], *,
     log_y: log-scaled y axis (non-positive values are clipped).
     title: panel title (default: the task name).
     legend: draw a legend.
+    ylim: y-axis limits; default: automatic, cropping baselines that spike
+      far above the models and trivial references (linear axes only).
 
   Raises:
     ValueError: if `results` is malformed or names an unknown curve.
@@ -92,6 +118,13 @@ def draw_curves(ax: Any, results: Mapping[str, Any], *,
                label=f"d = {config['n_dims']}")
   if log_y:
     ax.set_yscale("log", nonpositive="clip")
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  elif not log_y and results["metric"] != "accuracy":
+    top = _auto_top(results, curves)
+    if top is not None:
+      ax.set_ylim(bottom=0.0, top=top)
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   ax.set_xlabel("in-context examples")
   ax.set_ylabel(_ylabel(results))
   ax.set_title(results["task"] if title is None else title)
@@ -114,7 +147,8 @@ def _save(fig: mpl_figure.Figure, path_stem: str | os.PathLike
 
 def plot_curves(results: Mapping[str, Any], path_stem: str | os.PathLike, *,
                 curves: Iterable[str] | None = None, log_y: bool = False,
-                title: str | None = None) -> tuple[str, str]:
+                title: str | None = None,
+                ylim: tuple[float, float] | None = None) -> tuple[str, str]:
   """Plots one task's curves and writes `<path_stem>.png` and `.svg`.
 
   Args:
@@ -123,13 +157,14 @@ def plot_curves(results: Mapping[str, Any], path_stem: str | os.PathLike, *,
     curves: names to draw (default: all).
     log_y: log-scaled y axis.
     title: figure title (default: the task name).
+    ylim: y-axis limits (default: automatic, see `draw_curves`).
 
   Returns:
     The (png, svg) paths written.
   """
   fig = mpl_figure.Figure(figsize=(5.5, 4.0))
   draw_curves(fig.add_subplot(1, 1, 1), results, curves=curves, log_y=log_y,
-              title=title)
+              title=title, ylim=ylim)
   return _save(fig, path_stem)
 
 

@@ -1,5 +1,6 @@
 """ssm_icl.models: ModelConfig, ICLModel and the paper's architectures."""
 
+from ssm_icl.models import convert
 from ssm_icl.models.backbone import build_model
 from ssm_icl.models.backbone import count_params
 from ssm_icl.models.backbone import ICLModel
@@ -7,9 +8,13 @@ from ssm_icl.models.backbone import scan_layout
 from ssm_icl.models.backbone import stack_layers
 from ssm_icl.models.backbone import unstack_layers
 from ssm_icl.models.config import ModelConfig
+from ssm_icl.models.convert import export_state_dict
+from ssm_icl.models.convert import load_state_dict
 from ssm_icl.models.families import block_pattern
 from ssm_icl.models.families import FAMILIES
 from ssm_icl.models.families import FAMILY_NAMES
+from ssm_icl.models.weights_io import load_checkpoint_file
+from ssm_icl.models.weights_io import save_safetensors
 
 __all__ = [
     "FAMILIES",
@@ -18,7 +23,12 @@ __all__ = [
     "ModelConfig",
     "block_pattern",
     "build_model",
+    "convert",
     "count_params",
+    "export_state_dict",
+    "load_checkpoint_file",
+    "load_state_dict",
+    "save_safetensors",
     "scan_layout",
     "stack_layers",
     "unstack_layers",

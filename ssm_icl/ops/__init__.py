@@ -9,10 +9,13 @@ function is re-exported here under its own name.
 """
 
 from ssm_icl.ops import attention
+from ssm_icl.ops import flops
 from ssm_icl.ops import s4d
 from ssm_icl.ops import scan
 from ssm_icl.ops import selective_scan
 from ssm_icl.ops.attention import causal_attention
+from ssm_icl.ops.flops import model_flops
+from ssm_icl.ops.flops import param_count
 from ssm_icl.ops.s4d import causal_conv_fft
 from ssm_icl.ops.s4d import s4d_kernel
 from ssm_icl.ops.scan import linear_scan
@@ -25,7 +28,10 @@ __all__ = [
     "attention",
     "causal_attention",
     "causal_conv_fft",
+    "flops",
     "linear_scan",
+    "model_flops",
+    "param_count",
     "resolve_impl",
     "s4d",
     "s4d_kernel",

@@ -186,8 +186,20 @@ class Checkpointer:
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored.meta)
 
+  def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores the checkpoint at `step` onto `target`: (state, meta)."""
+    if step not in self.all_steps():
+      raise ValueError(
+          f"step={step} has no checkpoint in {self.directory}; available "
+          f"steps: {self.all_steps()}.")
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                      meta=ocp.args.JsonRestore()))
+    return restored.state, dict(restored.meta)
+
   def restore_latest(
-      self, target: Any, config: Mapping[str, Any] | None = None
+      self, target: Any, config: Mapping[str, Any] | None = None, *,
+      set_aside: bool = True
   ) -> tuple[Any, dict[str, Any], int] | None:
     """Restores the newest readable, compatible checkpoint.
 
@@ -196,6 +208,8 @@ class Checkpointer:
         restore onto; any mesh works).
       config: the current config dict; when given, a checkpoint whose config
         differs in a field outside `RESUMABLE_FIELDS` raises ValueError.
+      set_aside: rename unreadable checkpoints newer than the restored one
+        (False for read-only use, e.g. evaluation).
 
     Returns:
       (state, meta, step), or None when the directory has no checkpoint.
@@ -241,7 +255,7 @@ class Checkpointer:
         unreadable.append((step, error))
         self._report_unreadable(step, error)
         continue
-      for bad_step, _ in unreadable:
+      for bad_step, _ in unreadable if set_aside else ():
         self._set_aside(bad_step)
       return restored.state, meta, step
     if unreadable:

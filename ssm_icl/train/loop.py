@@ -23,6 +23,7 @@ no checkpoint is written after it, so the last checkpoint on disk is good.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -63,12 +64,15 @@ class TrainResult:
     interrupted: True when a signal or preemption stopped the run early.
     last_metrics: the last record written to metrics.jsonl (train/*).
     last_eval: the last evaluation's metrics (eval/*), or {}.
+    compiled: n_points -> number of times its train step was compiled in
+      this call (1 each: n_dims_truncated is traced, not static).
   """
   state: Any
   step: int
   interrupted: bool
   last_metrics: dict[str, Any]
   last_eval: dict[str, Any]
+  compiled: dict[int, int]
 
 
 def console(message: str) -> None:
@@ -201,6 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     # -------------------------------------------------------- 6. compile
     train_fns, eval_fns, scalars = {}, {}, {}
+    compiled = collections.Counter()
     replicated = mesh_lib.replicated(mesh)
 
     def train_fn(n_points):
@@ -208,7 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         task.check_fits(n_points, model_cfg.n_positions)
         train_fns[n_points] = step_lib.jit_train_step(
             sharded.shardings, mesh, task=task, batch_size=tcfg.batch_size,
-            n_points=n_points, seed=tcfg.seed, schedule=schedule)
+            n_points=n_points, seed=tcfg.seed, schedule=schedule,
+            on_trace=lambda: compiled.update([n_points]))
       return train_fns[n_points]
 
     def scalar(value):
@@ -251,6 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       for (s, _), values in zip(pending, fetched):
         loss = float(values["train/loss"])
         if not math.isfinite(loss):
+          ckpt.wait()  # let the last good save finish before listing it
           saved = ckpt.all_steps()
           raise NonFiniteLossError(
               f"Non-finite training loss ({loss}) at step {s}; stopping. "
@@ -259,56 +266,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         window.append(values)
       pending.clear()
 
-    with ckpt_lib.SignalFlag() if use_signal else _NoSignal() as signals:
-      if start >= total:
-        console(f"Nothing to do: the checkpoint is at step {start} and "
-                f"train.steps={total}.")
-      while step < total:
-        n_dims, n_points = curriculum.at(step)
-        state, step_metrics = train_fn(n_points)(
-            state, scalar(n_dims), scalar(tcfg.inject_nan_at_step))
-        step += 1
-        pending.append((step, step_metrics))
-        progress.add_tokens(tcfg.batch_size * task.seq_len(n_points))
+    try:
+      with ckpt_lib.SignalFlag() if use_signal else _NoSignal() as signals:
+        if start >= total:
+          console(f"Nothing to do: the checkpoint is at step {start} and "
+                  f"train.steps={total}.")
+        while step < total:
+          n_dims, n_points = curriculum.at(step)
+          state, step_metrics = train_fn(n_points)(
+              state, scalar(n_dims), scalar(tcfg.inject_nan_at_step))
+          step += 1
+          pending.append((step, step_metrics))
+          progress.add_tokens(tcfg.batch_size * task.seq_len(n_points))
 
-        if step % tcfg.log_every == 0 or step == total:
-          drain()
-          rates = progress.report(step)
-          last_record = {
-              k: float(np.mean([w[k] for w in window])) for k in window[0]}
-          last_record.update(
-              {"train/n_points": n_points, "train/n_dims": n_dims,
-               "perf/steps_per_s": rates["steps_per_s"],
-               "perf/tokens_per_s": rates["tokens_per_s"]})
-          window.clear()
-          writer.write(step, last_record)
-          console(progress.line(step, last_record["train/loss"], rates))
+          if step % tcfg.log_every == 0 or step == total:
+            drain()
+            rates = progress.report(step)
+            last_record = {
+                k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            last_record.update(
+                {"train/n_points": n_points, "train/n_dims": n_dims,
+                 "perf/steps_per_s": rates["steps_per_s"],
+                 "perf/tokens_per_s": rates["tokens_per_s"]})
+            window.clear()
+            writer.write(step, last_record)
+            console(progress.line(step, last_record["train/loss"], rates))
 
-        if tcfg.eval_every > 0 and (step % tcfg.eval_every == 0
-                                    or step == total):
-          last_eval = evaluate(state, n_points)
-          writer.write(step, last_eval)
-          console(f"eval at step {step}: loss {last_eval['eval/loss']:.4g}, "
-                  f"metric {last_eval['eval/metric']:.4g} (last slot "
-                  f"{last_eval['eval/metric_last']:.4g}), n_points "
-                  f"{n_points}")
+          if tcfg.eval_every > 0 and (step % tcfg.eval_every == 0
+                                      or step == total):
+            last_eval = evaluate(state, n_points)
+            writer.write(step, last_eval)
+            console(eval_line(step, last_eval))
 
-        stop = signals.requested or ckpt.reached_preemption(step)
-        if stop or step == total or ckpt.should_save(step):
-          drain()  # never save a state whose loss history is non-finite
-          ckpt.save(step, state, ckpt_lib.make_meta(config_dict, step, mesh))
-        if stop:
-          interrupted = True
-          console(f"Stopping at step {step} "
-                  f"({signals.signal_name or 'preemption'}); checkpoint "
-                  f"saved in {ckpt.directory}.")
-          break
+          stop = signals.requested or ckpt.reached_preemption(step)
+          if stop or step == total or ckpt.should_save(step):
+            drain()  # never save a state whose loss history is non-finite
+            ckpt.save(step, state, ckpt_lib.make_meta(config_dict, step, mesh))
+          if stop:
+            interrupted = True
+            console(f"Stopping at step {step} "
+                    f"({signals.signal_name or 'preemption'}); checkpoint "
+                    f"saved in {ckpt.directory}.")
+            break
 
-    # ---------------------------------------------------------- 8. wrap-up
-    ckpt.close()
-    writer.close()
+    finally:
+      # -------------------------------------------------------- 8. wrap-up
+      # Also on errors: finish pending saves, so the last good checkpoint
+      # is complete on disk.
+      ckpt.close()
+      writer.close()
   return TrainResult(state=state, step=step, interrupted=interrupted,
-                     last_metrics=last_record, last_eval=last_eval)
+                     last_metrics=last_record, last_eval=last_eval,
+                     compiled=dict(compiled))
+
+
+def eval_line(step: int, values: dict[str, Any]) -> str:
+  """The console line of an evaluation."""
+  return (f"eval at step {step}: loss {values['eval/loss']:.4g}, metric "
+          f"{values['eval/metric']:.4g} (last slot "
+          f"{values['eval/metric_last']:.4g}), n_points "
+          f"{values['eval/n_points']}")
 
 
 class _NoSignal:

@@ -78,8 +78,8 @@ def train_step(state: state_lib.TrainState, n_dims: jax.Array,
   grads = jax.tree.map(lambda g: g * poison, grads)
   metrics = {
       "train/loss": loss,
-      "train/grad_norm": optax.global_norm(grads),
-      "train/param_norm": optax.global_norm(state.params),
+      "train/grad_norm": optax.tree.norm(grads),
+      "train/param_norm": optax.tree.norm(state.params),
   }
   if schedule is not None:
     metrics["train/lr"] = jnp.asarray(schedule(state.step), jnp.float32)
@@ -124,12 +124,30 @@ def eval_step(params: Any, index: jax.Array, *, apply_fn: Callable[..., Any],
   }
 
 
-def jit_train_step(shardings: Any, mesh: jax.sharding.Mesh,
+def jit_train_step(shardings: Any, mesh: jax.sharding.Mesh, *,
+                   on_trace: Callable[[], None] | None = None,
                    **static: Any) -> Callable[..., Any]:
-  """`train_step` jitted with in/out shardings and the state donated."""
+  """`train_step` jitted with in/out shardings and the state donated.
+
+  Args:
+    shardings: the train state's shardings.
+    mesh: the device mesh.
+    on_trace: called each time the step is traced (i.e. compiled), so the
+      loop can report how many programs it built.
+    **static: the keyword-only arguments of `train_step`.
+
+  Returns:
+    `fn(state, n_dims, nan_step) -> (state, metrics)`.
+  """
   replicated = mesh_lib.replicated(mesh)
+
+  def fn(state, n_dims, nan_step):
+    if on_trace is not None:
+      on_trace()
+    return train_step(state, n_dims, nan_step, mesh=mesh, **static)
+
   return jax.jit(
-      functools.partial(train_step, mesh=mesh, **static),
+      fn,
       in_shardings=(shardings, replicated, replicated),
       out_shardings=(shardings, replicated),
       donate_argnums=0)

@@ -1,6 +1,7 @@
 """Tests for ssm_icl/baselines/gd_network.py."""
 
 import functools
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -32,19 +33,36 @@ class GDTwoLayerNetworkTest(parameterized.TestCase):
     prompt = _prompt()
     got = np.asarray(gd_network.GDTwoLayerNetwork(seed=3, **_SMALL)(prompt))
     b, j = 1, 4
-    # The baseline's key for (prompt b, slot j), then its init / batch split.
-    key = jax.random.split(jax.random.key(3), (2, 6))[b, j]
-    init_key, _ = jax.random.split(key)
-    params = gd_network._init(init_key, 2, _SMALL["hidden"], 1)
+    # The init of (prompt b, slot j), as the module docstring derives it.
+    init_key, _ = jax.random.split(jax.random.key(3))
+    params = gd_network._init(jax.random.fold_in(init_key, j), (2,), 2,
+                              _SMALL["hidden"], 1)
+    params = jax.tree.map(lambda a: a[b], params)
     x, y = prompt.xs[b, :j], prompt.ys[b, :j]
     optimizer = optax.adam(_SMALL["learning_rate"])
     state = optimizer.init(params)
     loss = lambda p: jnp.mean(jnp.square(gd_network._apply(p, x) - y))
-    for _ in range(_SMALL["steps"]):
+
+    @jax.jit
+    def step(params, state):
       updates, state = optimizer.update(jax.grad(loss)(params), state, params)
-      params = optax.apply_updates(params, updates)
-    expected = gd_network._apply(params, prompt.xs[b, j])
+      return optax.apply_updates(params, updates), state
+
+    for _ in range(_SMALL["steps"]):
+      params, state = step(params, state)
+    expected = gd_network._apply(params, prompt.xs[b, j:j + 1])[0]
     np.testing.assert_allclose(got[b, j], expected, rtol=1e-4, atol=1e-5)
+
+  def test_slot_chunking_does_not_change_results(self):
+    prompt = _prompt()
+    model = gd_network.GDTwoLayerNetwork(batch_size=3, **_SMALL)
+    whole = model(prompt)
+    # 4 slots per chunk (2 * 6 * 8 = 96 hidden activations per slot), so the
+    # 6 slots make two chunks, the second one padded.
+    self.enter_context(mock.patch.object(
+        gd_network, "_CHUNK_ELEMENTS", 96 * 4))
+    gd_network._gd_network.clear_cache()
+    np.testing.assert_allclose(model(prompt), whole, rtol=1e-5, atol=1e-6)
 
   def test_empty_prefix_predicts_zero(self):
     got = gd_network.GDTwoLayerNetwork(**_SMALL)(_prompt())
@@ -60,11 +78,11 @@ class GDTwoLayerNetworkTest(parameterized.TestCase):
     self.assertLess(err, 0.3 * zero)
 
   def test_minibatch_is_a_subset_of_the_prefix(self):
-    mask = jnp.array([1, 0, 1, 1, 1, 0, 1, 0], jnp.float32)
-    for seed in range(5):
-      batch = np.asarray(gd_network._minibatch(jax.random.key(seed), mask, 3))
-      self.assertEqual(batch.sum(), 3)
-      self.assertTrue(np.all(batch <= np.asarray(mask)))
+    mask = jnp.array([[1, 0, 1, 1, 1, 0, 1, 0]] * 5, jnp.float32)
+    batch = np.asarray(gd_network._minibatch(jax.random.key(0), mask, 3))
+    np.testing.assert_array_equal(batch.sum(-1), 3)
+    self.assertTrue(np.all(batch <= np.asarray(mask)))
+    self.assertGreater(len({tuple(r) for r in batch}), 1)  # Random subsets.
     small = np.asarray(gd_network._minibatch(jax.random.key(0), mask, 6))
     np.testing.assert_array_equal(small, mask)  # Fewer examples than 6.
 

@@ -41,7 +41,8 @@ class PrefixViewTest(absltest.TestCase):
         metric_mask=prompt.metric_mask[:, :2],
         predict_positions=2 * index)
     view = prefix.prefix_view(prompt, name="t")
-    np.testing.assert_array_equal(view.queries, np.asarray(prompt.xs)[:, [4, 1]])
+    np.testing.assert_array_equal(view.queries,
+                                  np.asarray(prompt.xs)[:, [4, 1]])
     np.testing.assert_array_equal(view.prefix_mask[0, 1], [1, 0, 0, 0, 0])
     np.testing.assert_array_equal(view.prefix_mask[0, 0], [1, 1, 1, 1, 0])
 
@@ -60,7 +61,8 @@ class PrefixViewTest(absltest.TestCase):
 
   def test_rejects_mismatched_shapes(self):
     prompt = _lr_prompt(n=5)
-    with self.assertRaisesRegex(ValueError, r"xs \(2, 5, 3\) and ys \(2, 4, 1\)"):
+    with self.assertRaisesRegex(ValueError,
+                                r"xs \(2, 5, 3\) and ys \(2, 4, 1\)"):
       prefix.prefix_view(prompt.replace(ys=prompt.ys[:, :4]), name="t")
 
   def test_rejects_bad_example_mask_shape(self):

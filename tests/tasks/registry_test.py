@@ -24,7 +24,7 @@ _EXPECTED = {
     "ortho_outlier_regression": (20, 1, 20.0, 2, 101),
     "many_outlier_regression": (20, 1, 20.0, 2, 512),
     "sparse_parity": (10, 1, 1.0, 2, 140),
-    "cot_io": (18, 5, 1.0, 3, 101),
+    "cot_io": (18, 5, 10.0, 3, 101),
     "vector_mqar": (20, 20, 20.0, 2, 64),
 }
 

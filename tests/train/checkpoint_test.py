@@ -6,7 +6,6 @@ import signal
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import chex
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding

@@ -1,6 +1,5 @@
 """Tests for ssm_icl/train/metrics.py."""
 
-import json
 import os
 
 from absl.testing import absltest

@@ -1,0 +1,162 @@
+r"""Train-step throughput and compile time of the paper's configurations.
+
+  python benchmarks/train_step_bench.py            # all cases
+  python benchmarks/train_step_bench.py --quick    # paper Transformer + Mamba
+  python benchmarks/train_step_bench.py --json=/tmp/bench.json
+
+Cases (the same jitted, sharded, donated step the trainer runs, batch
+generated on device, Adam + clipping):
+  * transformer / mamba / mambaformer: the paper's linear-regression models
+    (D=128; Transformer 2 layers, Mamba 4, MambaFormer 4), batch 64, 41
+    points = 82 tokens, d = 20;
+  * deep_mamba_1024: a 24-layer D=256 Mamba at 1024 tokens (512 points of
+    many-outlier regression) with `scan_layers` and `remat`; its batch is
+    `--deep_batch` (64 on an accelerator; reduce it on a CPU, where one step
+    at batch 64 takes minutes).
+Reports compile time (lower + compile), median step time over `--steps`
+timed steps after one warm-up step, steps/s and tokens/s, printed as a table
+and optionally written as JSON.
+"""
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+from flax import linen as nn
+import jax
+import numpy as np
+
+# Run as a script from the repository root: make `configs` importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from configs import linear_regression
+from configs import many_outlier_regression
+from ssm_icl import models
+from ssm_icl import tasks
+from ssm_icl.parallel import mesh as mesh_lib
+from ssm_icl.train import optim
+from ssm_icl.train import state as state_lib
+from ssm_icl.train import step as step_lib
+
+_QUICK = flags.DEFINE_bool("quick", False,
+                           "Only the paper Transformer and Mamba.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per case.")
+_DEEP_STEPS = flags.DEFINE_integer("deep_steps", 2,
+                                   "Timed steps of the 24-layer case.")
+_DEEP_BATCH = flags.DEFINE_integer(
+    "deep_batch", None, "Batch of the 24-layer case (default 64 on GPU/TPU, "
+    "4 on CPU).")
+_JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
+_CASES = flags.DEFINE_list("cases", None, "Run only these cases.")
+
+
+def cases(deep_batch: int) -> dict:
+  """name -> (config, n_points)."""
+  result = {}
+  for family in ("transformer", "mamba", "mambaformer"):
+    config = linear_regression.get_config(family)
+    result[family] = (config, 41)
+  deep = many_outlier_regression.get_config("mamba")
+  deep.model.update(d_model=256, n_layer=24, scan_layers=True, remat=True)
+  deep.train.batch_size = deep_batch
+  result["deep_mamba_1024"] = (deep, 512)
+  return result
+
+
+def _build(config):
+  """(task, ModelConfig) of a config (as `loop.build`, without importing the
+  checkpointing stack, so the script runs where Orbax is not installed)."""
+  task = tasks.get_task(config.task.name, **config.task.kwargs.to_dict())
+  model = config.model.to_dict()
+  model.update(d_in=task.d_in, d_out=task.d_out)
+  return task, models.ModelConfig.from_config_dict(model)
+
+
+def bench(config, n_points: int, steps: int) -> dict:
+  """Compiles and times the train step of `config` at `n_points`."""
+  task, model_cfg = _build(config)
+  model = models.build_model(model_cfg)
+  tx = optim.make_optimizer(config.train)
+  mesh = mesh_lib.make_mesh(config.mesh.shape, config.mesh.axes)
+  rules = mesh_lib.axis_rules(config.mesh.rules, mesh)
+  batch = config.train.batch_size
+  mesh_lib.check_batch_divisible(batch, mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    sharded = state_lib.abstract_state(
+        model, tx, (1, task.seq_len(n_points), task.d_in), 0, mesh, rules)
+    state = state_lib.init_state(sharded)
+    fn = step_lib.jit_train_step(sharded.shardings, mesh, task=task,
+                                 batch_size=batch, n_points=n_points, seed=0)
+    replicated = mesh_lib.replicated(mesh)
+    n_dims = jax.device_put(np.int32(task.n_dims), replicated)
+    no_nan = jax.device_put(np.int32(-1), replicated)
+    start = time.perf_counter()
+    compiled = fn.lower(state, n_dims, no_nan).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = compiled(state, n_dims, no_nan)  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      state, metrics = compiled(state, n_dims, no_nan)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - start)
+  step_s = statistics.median(times)
+  tokens = batch * task.seq_len(n_points)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  return {
+      "family": model_cfg.family, "n_layer": model_cfg.n_layer,
+      "d_model": model_cfg.d_model, "batch": batch,
+      "tokens_per_prompt": task.seq_len(n_points), "params": int(n_params),
+      "compile_s": compile_s, "step_ms": 1e3 * step_s,
+      "steps_per_s": 1.0 / step_s, "tokens_per_s": tokens / step_s,
+      "loss": float(metrics["train/loss"]),
+  }
+
+
+def main(argv):
+  del argv
+  backend = jax.default_backend()
+  deep_batch = _DEEP_BATCH.value or (4 if backend == "cpu" else 64)
+  selected = cases(deep_batch)
+  names = _CASES.value or (["transformer", "mamba"] if _QUICK.value
+                           else list(selected))
+  results = {}
+  for name in names:
+    config, n_points = selected[name]
+    steps = _DEEP_STEPS.value if name.startswith("deep") else _STEPS.value
+    results[name] = bench(config, n_points, steps)
+    print(f"done {name}", flush=True)
+  device = jax.devices()[0]
+  header = (f"{'case':<18} {'layers':>6} {'D':>4} {'batch':>5} {'tokens':>6} "
+            f"{'params':>10} {'compile s':>9} {'step ms':>9} {'steps/s':>8} "
+            f"{'tokens/s':>10}")
+  print(f"\n{device.device_kind} x {jax.device_count()} ({backend}), "
+        f"jax {jax.__version__}")
+  print(header)
+  print("-" * len(header))
+  for name, r in results.items():
+    print(f"{name:<18} {r['n_layer']:>6} {r['d_model']:>4} {r['batch']:>5} "
+          f"{r['tokens_per_prompt']:>6} {r['params']:>10,} "
+          f"{r['compile_s']:>9.2f} {r['step_ms']:>9.2f} "
+          f"{r['steps_per_s']:>8.2f} {r['tokens_per_s']:>10,.0f}")
+  if "mamba" in results and "transformer" in results:
+    ratio = results["mamba"]["step_ms"] / results["transformer"]["step_ms"]
+    print(f"\nMamba / Transformer step-time ratio: {ratio:.2f}")
+  if _JSON.value:
+    with open(_JSON.value, "w", encoding="utf-8") as f:
+      json.dump({"device": device.device_kind, "backend": backend,
+                 "device_count": jax.device_count(),
+                 "jax": jax.__version__, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

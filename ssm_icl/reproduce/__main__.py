@@ -1,0 +1,122 @@
+r"""Reproduces the paper: `python -m ssm_icl.reproduce --suite=... --workdir=...`.
+
+  python -m ssm_icl.reproduce --suite=smoke --workdir=/tmp/smoke   # minutes
+  python -m ssm_icl.reproduce --suite=mini --workdir=workdirs/mini  # ~1 h CPU
+  python -m ssm_icl.reproduce --suite=paper --workdir=workdirs/paper  # GPU/TPU
+
+Trains every (task, model) run of the suite (configs/suites.py) into
+DIR/<task>/<model>/, evaluates it and the task's baselines on the same
+prompts, and writes DIR/table.md, table1.md, comparison.md, curves.png,
+flops.png and summary.json. Stop it with Ctrl-C or SIGTERM at any time; the
+same command resumes it (finished runs are skipped, an interrupted run
+continues from the step where it stopped).
+
+Options:
+  --sweep model.d_model=64,128,256   repeat every run for each value (the
+                                     flag may be repeated: all combinations)
+  --tasks=linear_regression,...      only these tasks
+  --models=mamba,...                 only these families
+  --dry_run                          print the plan (params, FLOPs) and exit
+  --time_steps=20                    time 20 steps of every run here and
+                                     write DIR/estimate.md (projected wall
+                                     time per run) instead of training
+  --report_only                      only rewrite the outputs from the
+                                     finished runs
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_SUITE = flags.DEFINE_enum("suite", None, ["paper", "mini", "smoke"],
+                           "Suite of configs/suites.py.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Suite directory; an existing one is resumed.")
+_SWEEP = flags.DEFINE_multi_string(
+    "sweep", [], "KEY=V1,V2,...: train every run once per value, e.g. "
+    "model.d_model=64,128,256.")
+_TASKS = flags.DEFINE_list("tasks", None, "Only these tasks.")
+_MODELS = flags.DEFINE_list("models", None, "Only these model families.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Print the plan and exit.")
+_TIME_STEPS = flags.DEFINE_integer(
+    "time_steps", 0, "If > 0: time this many steps per run and write "
+    "estimate.md instead of training.")
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Only write the outputs of the finished runs.")
+_COMPILE_CACHE = flags.DEFINE_bool(
+    "compile_cache", True, "Keep compiled programs in DIR/jax_cache, so a "
+    "resumed suite does not compile its programs again.")
+
+
+def plan_table(runs) -> str:
+  """The plan as text: one line per run with its size and FLOPs."""
+  # pylint: disable=g-import-not-at-top
+  from ssm_icl.reproduce import plan as plan_lib
+  from ssm_icl.train import loop
+  # pylint: enable=g-import-not-at-top
+  lines = [f"{'run':48} {'params':>10} {'steps':>8} {'batch':>5} "
+           f"{'tokens':>6} {'train FLOPs':>11}"]
+  total = 0.0
+  for run in runs:
+    cost = plan_lib.training_flops(run.config)
+    task, curriculum, _, _ = loop.build(run.config)
+    total += cost["train_flops"]
+    lines.append(f"{run.relpath:48} {cost['params']:>10,} "
+                 f"{run.config.train.steps:>8,} "
+                 f"{run.config.train.batch_size:>5} "
+                 f"{task.seq_len(curriculum.points_end):>6} "
+                 f"{cost['train_flops']:>11.3g}")
+  lines.append(f"{len(runs)} runs, {total:.3g} training FLOPs in all.")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from ssm_icl.reproduce import estimate
+  from ssm_icl.reproduce import outputs
+  from ssm_icl.reproduce import plan as plan_lib
+  from ssm_icl.reproduce import runner
+  # pylint: enable=g-import-not-at-top
+  workdir = _WORKDIR.value
+  if _COMPILE_CACHE.value and not _DRY_RUN.value:
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.abspath(workdir), "jax_cache"))
+  try:
+    suite = plan_lib.suite_config(_SUITE.value)
+    sweep = plan_lib.parse_sweep(_SWEEP.value)
+    runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=_TASKS.value,
+                         families=_MODELS.value)
+    if _DRY_RUN.value:
+      print(plan_table(runs))
+      return
+    if _TIME_STEPS.value:
+      estimate.estimate_times(runs, workdir, n_steps=_TIME_STEPS.value)
+      return
+    if not _REPORT_ONLY.value:
+      result = runner.run_suite(suite, workdir, sweep=sweep,
+                                tasks=_TASKS.value, families=_MODELS.value)
+      runs = result.runs
+    summary = outputs.write_outputs(workdir, runs, suite.name)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  if summary["runs"]:
+    with open(os.path.join(workdir, "table1.md" if os.path.exists(
+        os.path.join(workdir, "table1.md")) else "table.md"),
+              encoding="utf-8") as f:
+      print(f.read())
+    print(f"Wrote {workdir}/table.md, table1.md, comparison.md, curves.png, "
+          f"flops.png and summary.json ({len(summary['runs'])}/"
+          f"{summary['n_planned']} runs finished).")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["suite", "workdir"])
+  app.run(main)

@@ -1,0 +1,214 @@
+"""The outputs of a suite: merged curves, figures, Table 1, paper comparison.
+
+From the finished runs in a suite's workdir (their DONE markers and
+eval/results.json) and the baselines of each task, `write_outputs` writes:
+
+  <group>/results.json, <group>/curves.png|svg  models and baselines
+  curves.png|svg          all tasks in one grid
+  table.md                Table 1 over every model of the suite
+  table1.md               Table 1 over the paper's three models only (the
+                          best error e* is taken among those three, as in
+                          the paper's table)
+  comparison.md           table1.md's marks next to the paper's Table 1
+  flops.png|svg           final error against analytic training FLOPs, one
+                          line per family (points: sweep values), the
+                          paper's matched-FLOPs view
+  summary.json            per run: steps, params, FLOPs, wall times, error
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+from matplotlib import figure as mpl_figure
+
+from ssm_icl.eval import icl_curves
+from ssm_icl.eval import plots
+from ssm_icl.eval import report
+from ssm_icl.reproduce import plan as plan_lib
+from ssm_icl.reproduce import runner
+
+# The paper's Table 1 (paper.md section 5.1; cell symbols from recollection
+# of the paper, see there).
+PAPER_MODELS = ("transformer", "mamba", "mambaformer")
+PAPER_TABLE1 = {
+    "linear_regression": "✓✓✓",
+    "sparse_linear_regression": "✓✓✓",
+    "relu_2nn_regression": "✓✓✓",
+    "decision_tree": "✓▲✓",
+    "ortho_outlier_regression": "✓▲✓",
+    "many_outlier_regression": "▲✓✓",
+    "sparse_parity": "✗✓✓",
+    "cot_io": "✓✓✓",
+    "vector_mqar": "✓✗✓",
+}
+
+
+def paper_mark(task: str, family: str) -> str | None:
+  """The paper's Table 1 mark of (task, family), or None if not in it."""
+  if task not in PAPER_TABLE1 or family not in PAPER_MODELS:
+    return None
+  return PAPER_TABLE1[task][PAPER_MODELS.index(family)]
+
+
+def collect(workdir: str, runs: Sequence[plan_lib.Run]
+            ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+  """Merged results per group and the markers of the finished runs.
+
+  Returns:
+    ({group: results with every finished model's curve and the baselines},
+    [marker + {"relpath"} for each finished run, in plan order]).
+  """
+  merged: dict[str, dict[str, Any]] = {}
+  finished = []
+  for run in runs:
+    run_dir = os.path.join(workdir, run.relpath)
+    marker_path = os.path.join(run_dir, runner.MARKER)
+    if not os.path.exists(marker_path):
+      continue
+    marker = runner.read_json(marker_path)
+    results = icl_curves.load_results(os.path.join(run_dir, runner.RESULTS))
+    finished.append({"relpath": run.relpath, **marker})
+    if run.group not in merged:
+      merged[run.group] = copy.deepcopy(results)
+      merged[run.group]["curves"] = {}
+      merged[run.group].pop("step", None)
+    target = merged[run.group]
+    if results["x"] != target["x"]:
+      raise ValueError(f"{run.relpath}: evaluated at x={results['x']}, but "
+                       f"the other runs of {run.group!r} at {target['x']}.")
+    target["curves"].update(results["curves"])
+  for group, results in merged.items():
+    path = os.path.join(workdir, group, runner.BASELINES)
+    if os.path.exists(path):
+      baselines = icl_curves.load_results(path)
+      if baselines["x"] == results["x"]:
+        for name, curve in baselines["curves"].items():
+          results["curves"].setdefault(name, curve)
+  return merged, finished
+
+
+def comparison_markdown(rows: Sequence[report.Row]) -> str:
+  """Measured Table 1 marks beside the paper's, with the disagreements."""
+  lines = ["# Measured Table 1 against the paper", "",
+           "Each cell: measured mark / paper mark (paper.md section 5.1). "
+           "Marks as defined in table1.md.", "",
+           "| Task | " + " | ".join(PAPER_MODELS) + " |",
+           "|---|" + "---|" * len(PAPER_MODELS)]
+  disagreements = []
+  for row in rows:
+    cells = []
+    for family in PAPER_MODELS:
+      cell = row.cells.get(family)
+      measured = report.MISSING if cell is None else cell.mark
+      paper = paper_mark(row.task.split("@")[0], family) or report.MISSING
+      cells.append(f"{measured} / {paper}")
+      if (measured != report.MISSING and paper != report.MISSING
+          and measured != paper):
+        disagreements.append(
+            f"- {row.task}, {family}: measured {measured} (e = "
+            f"{cell.error:.4g}, best {row.best:.4g}, trivial "
+            f"{row.trivial:.4g}), paper {paper}.")
+    lines.append(f"| {row.task} | " + " | ".join(cells) + " |")
+  lines += ["", f"## Disagreements ({len(disagreements)})", ""]
+  lines += disagreements or ["None."]
+  return "\n".join(lines) + "\n"
+
+
+def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str
+               ) -> tuple[str, str]:
+  """Final error against training FLOPs, one panel per task.
+
+  Args:
+    points: dicts with "group", "family", "label", "train_flops", "error".
+    path_stem: output path without extension.
+
+  Returns:
+    The (png, svg) paths.
+  """
+  groups = list(dict.fromkeys(p["group"] for p in points))
+  ncols = min(3, len(groups))
+  nrows = math.ceil(len(groups) / ncols)
+  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
+  for i, group in enumerate(groups):
+    ax = fig.add_subplot(nrows, ncols, i + 1)
+    colours = itertools.cycle([f"C{j}" for j in range(10)])
+    mine = [p for p in points if p["group"] == group]
+    for family in dict.fromkeys(p["family"] for p in mine):
+      line = sorted((p for p in mine if p["family"] == family),
+                    key=lambda p: p["train_flops"])
+      ax.plot([p["train_flops"] for p in line], [p["error"] for p in line],
+              marker="o", color=next(colours), label=family)
+      if len(line) > 1:
+        for p in line:
+          ax.annotate(p["label"].partition("@")[2], (p["train_flops"],
+                                                      p["error"]),
+                      fontsize="x-small")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (analytic)")
+    ax.set_ylabel("final-half error")
+    ax.set_title(group)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", frameon=False)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
+  paths = (path_stem + ".png", path_stem + ".svg")
+  fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+  fig.savefig(paths[1], bbox_inches="tight")
+  return paths
+
+
+def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
+                  suite_name: str = "") -> dict[str, Any]:
+  """Writes the merged curves, figures, tables and summary of a suite.
+
+  Args:
+    workdir: the suite's directory.
+    runs: the planned runs (only finished ones are reported).
+    suite_name: for titles.
+
+  Returns:
+    The summary dict written to summary.json (empty "runs" when nothing has
+    finished; then nothing else is written).
+  """
+  merged, finished = collect(workdir, runs)
+  summary: dict[str, Any] = {"suite": suite_name, "runs": finished,
+                             "n_planned": len(runs)}
+  if not finished:
+    return summary
+  labels = list(dict.fromkeys(m["label"] for m in finished))
+  for group, results in merged.items():
+    icl_curves.save_results(results, os.path.join(workdir, group,
+                                                  "results.json"))
+    plots.plot_curves(results, os.path.join(workdir, group, "curves"),
+                      title=f"{group} ({suite_name})")
+  plots.plot_grid(list(merged.values()), os.path.join(workdir, "curves"))
+  by_task = {g: {m["label"]: merged[g] for m in finished if m["group"] == g}
+             for g in merged}
+  report.write_table(by_task, os.path.join(workdir, "table.md"),
+                     models=labels)
+  paper_only = {g: {m: r for m, r in by_model.items() if m in PAPER_MODELS}
+                for g, by_model in by_task.items()}
+  paper_only = {g: v for g, v in paper_only.items() if v}
+  if paper_only:
+    report.write_table(paper_only, os.path.join(workdir, "table1.md"),
+                       models=[m for m in PAPER_MODELS if m in labels])
+    rows = report.build_table(paper_only, models=list(PAPER_MODELS))
+    with open(os.path.join(workdir, "comparison.md"), "w",
+              encoding="utf-8") as f:
+      f.write(comparison_markdown(rows))
+  points = []
+  for m in finished:
+    m["error"] = report.summary_error(merged[m["group"]], m["label"])
+    points.append(m)
+  plot_flops(points, os.path.join(workdir, "flops"))
+  summary["train_wall_s"] = sum(m["train_wall_s"] for m in finished)
+  summary["eval_wall_s"] = sum(m["eval_wall_s"] for m in finished)
+  for m in finished:
+    m.pop("config", None)
+  runner.write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary

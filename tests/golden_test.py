@@ -1,0 +1,112 @@
+r"""Golden values: the training metrics of fixed tiny runs of every family.
+
+Each of the six families trains `STEPS` steps of its tiny linear-regression
+config (configs/linear_regression.py:<family>,tiny) from seed 0 on the 8 fake
+CPU devices, and its per-step loss and gradient norm must equal the values
+stored in tests/testdata/golden_losses.json. Any change to the numerics of a
+model (init, layers, scan), the task sampler, the loss or the optimiser moves
+these numbers by far more than the tolerance, so it fails here.
+
+Tolerance: XLA:CPU splits reductions and gradient matmuls by the number of
+threads, so results differ by ~1e-7 relative between machines with other
+core counts (reference/jax_stack.md section 6); RTOL = 2e-5 allows for that.
+The values were generated on the 2-core CI machine type.
+
+After an intended numerical change, regenerate (on that machine type) with
+
+  SSM_ICL_UPDATE_GOLDEN=1 python -m pytest tests/golden_test.py -q
+
+and commit the JSON with the change that explains it.
+"""
+
+import json
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import numpy as np
+
+from configs import linear_regression
+from ssm_icl.train import loop
+from ssm_icl.train import metrics
+
+FAMILIES = ("transformer", "mamba", "s4", "s4_mamba", "hybrid", "mambaformer")
+STEPS = 3
+METRICS = ("train/loss", "train/grad_norm")
+RTOL = 2e-5
+GOLDEN = os.path.join(os.path.dirname(__file__), "testdata",
+                      "golden_losses.json")
+UPDATE = os.environ.get("SSM_ICL_UPDATE_GOLDEN") == "1"
+
+
+def golden_config(family):
+  config = linear_regression.get_config(f"{family},tiny")
+  config.train.steps = STEPS
+  config.train.log_every = 1
+  config.train.eval_every = 0
+  config.ckpt.every = 1000
+  config.ckpt.async_save = False
+  return config
+
+
+def train_metrics(family, workdir):
+  """{metric: [value after step 1, ..., STEPS]} of the family's golden run."""
+  loop.train_and_evaluate(golden_config(family), workdir)
+  records = [r for r in metrics.read_metrics(workdir) if "train/loss" in r]
+  return {m: [r[m] for r in records] for m in METRICS}
+
+
+def load_golden():
+  with open(GOLDEN, encoding="utf-8") as f:
+    return json.load(f)
+
+
+class GoldenTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.golden = {"families": {}} if UPDATE else load_golden()
+
+  @classmethod
+  def tearDownClass(cls):
+    if UPDATE:
+      cls.golden.update({
+          "steps": STEPS, "metrics": list(METRICS),
+          "config": "configs/linear_regression.py:<family>,tiny, seed 0",
+          "device_count": jax.device_count(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__})
+      with open(GOLDEN, "w", encoding="utf-8") as f:
+        json.dump(cls.golden, f, indent=1)
+        f.write("\n")
+    super().tearDownClass()
+
+  def test_golden_file_covers_every_family(self):
+    if UPDATE:
+      return  # the file is being rewritten
+    golden = load_golden()
+    self.assertEqual(sorted(golden["families"]), sorted(FAMILIES))
+    self.assertEqual(golden["steps"], STEPS)
+    for family, values in golden["families"].items():
+      for m in METRICS:
+        self.assertLen(values[m], STEPS, msg=f"{family} {m}")
+        self.assertTrue(np.all(np.isfinite(values[m])), msg=family)
+
+  @parameterized.parameters(*FAMILIES)
+  def test_training_matches_golden_values(self, family):
+    got = train_metrics(family, self.create_tempdir().full_path)
+    if UPDATE:
+      self.golden["families"][family] = got
+      return
+    want = self.golden["families"][family]
+    for m in METRICS:
+      np.testing.assert_allclose(
+          got[m], want[m], rtol=RTOL, atol=0,
+          err_msg=f"{family}: {m} per step moved from the golden values; "
+          "if the change is intended, regenerate them (see the module "
+          "docstring).")
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,60 @@
+"""The training CLI, `python -m ssm_icl.main`, run in subprocesses."""
+
+import os
+
+from absl.testing import absltest
+import numpy as np
+
+from ssm_icl.train import metrics
+from tests.train import cli_util
+
+
+class MainTest(absltest.TestCase):
+
+  def test_tiny_config_trains_and_its_loss_falls(self):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    result = cli_util.run(cli_util.main_args(
+        workdir, "--config.train.steps=120", "--config.train.lr=0.003",
+        "--config.train.log_every=40", "--config.train.eval_every=120",
+        config="configs/vector_mqar.py:mamba,tiny"))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn("step 120/120 | loss", result.stdout)
+    self.assertIn("Total:", result.stdout)  # the parameter overview
+    self.assertIn("eval at step 120", result.stdout)
+    records = metrics.read_metrics(workdir)
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    self.assertLen(losses, 3)
+    self.assertTrue(np.all(np.isfinite(losses)))
+    self.assertLess(losses[-1], 0.97 * losses[0])
+    # tiny: a checkpoint every 10 steps, the last 3 kept.
+    self.assertEqual(cli_util.checkpoint_names(workdir), ["100", "110", "120"])
+
+  def test_unknown_config_key_fails_fast(self):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    result = cli_util.run(cli_util.main_args(workdir,
+                                             "--config.train.nope=1"))
+    self.assertEqual(result.returncode, 1)
+    self.assertIn("unknown config key 'nope' in the overrides "
+                  "['--config.train.nope']", result.stderr)
+    self.assertFalse(os.path.exists(workdir))
+
+  def test_bad_config_value_fails_fast(self):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    result = cli_util.run(cli_util.main_args(workdir,
+                                             "--config.train.lr=abc"))
+    self.assertEqual(result.returncode, 1)
+    self.assertIn("flag --config.train.lr=abc: could not convert string to "
+                  "float", result.stderr)
+
+  def test_mesh_error_before_compiling(self):
+    workdir = os.path.join(self.create_tempdir().full_path, "run")
+    result = cli_util.run(cli_util.main_args(
+        workdir, "--config.mesh.shape=(3, 1)"))
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("mesh.shape=(3, 1) covers 3 devices but 8 devices are "
+                  "available", result.stderr)
+    self.assertNotIn("Initialised", result.stdout)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,216 @@
+"""Tests for ssm_icl/train/loop.py: files, resume, NaN, input errors.
+
+All runs use the tiny Mamba on linear regression over the 8 fake CPU devices
+(mesh (8, 1)), so the compiled programs are shared through the persistent
+compilation cache with the other training tests.
+"""
+
+import os
+import shutil
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import numpy as np
+
+from configs import linear_regression
+from ssm_icl.train import checkpoint
+from ssm_icl.train import loop
+from ssm_icl.train import metrics
+from ssm_icl.train import state as state_lib
+from ssm_icl.train import step as step_lib
+
+
+def tiny_config(**train):
+  config = linear_regression.get_config("mamba,tiny")
+  config.train.eval_every = 0
+  config.ckpt.every = 5
+  config.ckpt.max_to_keep = None
+  config.train.update(train)
+  return config
+
+
+def _with(config, **train):
+  config = config.copy_and_resolve_references()
+  config.train.update(train)
+  return config
+
+
+class LoopTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = absltest.get_default_test_tmpdir()
+    cls.ref_dir = os.path.join(cls.root, "loop_reference")
+    shutil.rmtree(cls.ref_dir, ignore_errors=True)
+    config = tiny_config(steps=20, eval_every=10)
+    cls.ref = loop.train_and_evaluate(config, cls.ref_dir)
+
+  def test_writes_metrics_tensorboard_config_and_checkpoints(self):
+    self.assertEqual(self.ref.step, 20)
+    self.assertFalse(self.ref.interrupted)
+    self.assertEqual(self.ref.compiled, {6: 1})
+    names = set(os.listdir(self.ref_dir))
+    self.assertTrue({"config.json", "metrics.jsonl", "tensorboard",
+                     "checkpoints"} <= names)
+    records = metrics.read_metrics(self.ref_dir)
+    train = [r for r in records if "train/loss" in r]
+    evals = [r for r in records if "eval/loss" in r]
+    self.assertEqual([r["step"] for r in train], [5, 10, 15, 20])
+    self.assertEqual([r["step"] for r in evals], [10, 20])
+    for r in train:
+      self.assertTrue(np.isfinite(r["train/loss"]))
+      self.assertGreater(r["perf/tokens_per_s"], 0)
+      self.assertEqual(r["train/n_points"], 6)
+    self.assertEqual(self.ref.last_eval["eval/n_points"], 6)
+    ckpt = checkpoint.Checkpointer(self.ref_dir, every=5, max_to_keep=None)
+    self.assertEqual(ckpt.all_steps(), [5, 10, 15, 20])
+    meta = ckpt.read_meta(20)
+    ckpt.close()
+    self.assertEqual(meta["config"]["model"]["d_in"], 4)  # filled from task
+    self.assertEqual(meta["mesh_shape"], {"data": 8, "model": 1})
+    self.assertEqual(int(self.ref.state.step), 20)
+
+  def test_corrupted_latest_resumes_from_previous_bit_identically(self):
+    workdir = os.path.join(self.root, "loop_corrupted")
+    shutil.rmtree(workdir, ignore_errors=True)
+    config = tiny_config(eval_every=10)
+    loop.train_and_evaluate(_with(config, steps=10), workdir)
+    ckdir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+    shutil.rmtree(os.path.join(ckdir, "10", "state", "d"))
+    with self.assertLogs(level="WARNING") as logs:
+      result = loop.train_and_evaluate(_with(config, steps=20), workdir)
+    self.assertTrue(any("step 10" in m and "cannot be restored" in m
+                        for m in logs.output))
+    # Same final parameters and optimiser state, bit for bit.
+    chex.assert_trees_all_equal(jax.device_get(result.state.params),
+                                jax.device_get(self.ref.state.params))
+    chex.assert_trees_all_equal(jax.device_get(result.state.opt_state),
+                                jax.device_get(self.ref.state.opt_state))
+    # Nothing deleted: the unreadable checkpoint is kept under a new name.
+    names = os.listdir(ckdir)
+    self.assertTrue(any(n.startswith("10.unreadable-") for n in names))
+    self.assertEqual(sorted(n for n in names if n.isdigit()),
+                     ["10", "15", "20", "5"])
+    # The metrics file has exactly one training record per logged step.
+    steps = [r["step"] for r in metrics.read_metrics(workdir)
+             if "train/loss" in r]
+    self.assertEqual(steps, [5, 10, 15, 20])
+
+  def test_resume_when_done_does_nothing(self):
+    result = loop.train_and_evaluate(tiny_config(steps=20, eval_every=10),
+                                     self.ref_dir)
+    self.assertEqual(result.step, 20)
+    self.assertEqual(result.compiled, {})
+
+  def test_nan_loss_stops_and_keeps_last_good_checkpoint(self):
+    workdir = os.path.join(self.root, "loop_nan")
+    shutil.rmtree(workdir, ignore_errors=True)
+    config = tiny_config(steps=20, inject_nan_at_step=13)
+    with self.assertRaisesRegex(loop.NonFiniteLossError,
+                                r"Non-finite training loss \(nan\) at step 13;"
+                                r".*last good checkpoint is step 10"):
+      loop.train_and_evaluate(config, workdir)
+    ckpt = checkpoint.Checkpointer(workdir, every=5, max_to_keep=None)
+    self.assertEqual(ckpt.all_steps(), [5, 10])
+    ckpt.close()
+    # The kept checkpoint is intact and equals the clean run at step 10.
+    result = loop.train_and_evaluate(tiny_config(steps=10), workdir)
+    self.assertEqual(result.compiled, {})  # restored, nothing left to train
+    ref = checkpoint.Checkpointer(self.ref_dir, every=5, max_to_keep=None)
+    want, _ = ref.restore(10, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                       sharding=x.sharding), result.state))
+    ref.close()
+    chex.assert_trees_all_equal(jax.device_get(result.state.params),
+                                jax.device_get(want.params))
+
+  def test_curriculum_compiles_once_per_n_points(self):
+    workdir = os.path.join(self.root, "loop_curriculum")
+    shutil.rmtree(workdir, ignore_errors=True)
+    config = tiny_config(steps=4, log_every=1)
+    config.ckpt.every = 100
+    config.task.curriculum.dims.update(start=2, end=4, inc=1, interval=1)
+    config.task.curriculum.points.update(start=5, end=6, inc=1, interval=2)
+    result = loop.train_and_evaluate(config, workdir)
+    self.assertEqual(result.compiled, {5: 1, 6: 1})
+    records = metrics.read_metrics(workdir)
+    self.assertEqual([(r["train/n_dims"], r["train/n_points"])
+                      for r in records], [(2, 5), (3, 5), (4, 6), (4, 6)])
+
+
+class BadInputTest(parameterized.TestCase):
+  """Each bad input fails with a clear message before anything compiles."""
+
+  def setUp(self):
+    super().setUp()
+    self.workdir = self.create_tempdir().full_path
+    # Any compilation would go through one of these; they must not be hit.
+    for module, name in ((state_lib, "init_state"),
+                         (step_lib, "jit_train_step")):
+      patcher = mock.patch.object(module, name,
+                                  side_effect=AssertionError("compiled"))
+      patcher.start()
+      self.addCleanup(patcher.stop)
+
+  def _expect(self, config, message, workdir=None):
+    with self.assertRaisesRegex(ValueError, message):
+      loop.train_and_evaluate(config, workdir or self.workdir)
+
+  def test_mesh_shape_vs_device_count(self):
+    config = tiny_config()
+    config.mesh.shape = (3, 1)
+    self._expect(config, r"mesh.shape=\(3, 1\) covers 3 devices but 8")
+
+  def test_batch_not_divisible_by_data_axis(self):
+    self._expect(tiny_config(batch_size=12),
+                 r"train.batch_size=12 is not divisible by the mesh's 'data' "
+                 r"axis of size 8")
+
+  def test_workdir_not_writable(self):
+    blocker = os.path.join(self.workdir, "a_file")
+    with open(blocker, "w") as f:
+      f.write("x")
+    self._expect(tiny_config(), r"workdir=.*a_file/run' is not writable",
+                 workdir=os.path.join(blocker, "run"))
+
+  def test_prompt_longer_than_positions(self):
+    config = linear_regression.get_config("transformer,tiny")
+    config.model.n_positions = 10
+    self._expect(config, r"n_points=6 needs 12 tokens, but the model allows "
+                 r"n_positions=10")
+
+  def test_task_and_model_dims_disagree(self):
+    config = tiny_config()
+    config.model.d_in = 7
+    self._expect(config, r"model.d_in=7 does not match the task")
+
+  def test_unknown_task_field(self):
+    config = tiny_config()
+    config.task.kwargs = {"n_dims": 4, "nope": 1}
+    self._expect(config, r"Unknown argument\(s\) \['nope'\]")
+
+  def test_incompatible_checkpoint(self):
+    config = tiny_config()
+    ckpt = checkpoint.Checkpointer(self.workdir, every=5, max_to_keep=None)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    saved = config.to_dict()
+    saved["model"]["d_model"] = 32
+    saved["task"]["kwargs"]["n_dims"] = 5
+    ckpt.save(5, {"x": np.zeros(2)}, checkpoint.make_meta(saved, 5, mesh))
+    ckpt.close()
+    self._expect(config, r"(?s)incompatible config.*model.d_model: "
+                 r"checkpoint 32, config 16.*task.kwargs.n_dims: checkpoint 5,"
+                 r" config 4")
+
+  @parameterized.parameters(("steps", 0), ("log_every", -1))
+  def test_bad_train_values(self, field, value):
+    self._expect(tiny_config(**{field: value}),
+                 rf"train.{field}={value} must be positive")
+
+
+if __name__ == "__main__":
+  absltest.main()
