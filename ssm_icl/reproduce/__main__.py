@@ -1,6 +1,6 @@
-r"""Reproduces the paper: `python -m ssm_icl.reproduce --suite=... --workdir=...`.
+r"""Reproduces the paper: trains, evaluates and tabulates a whole suite.
 
-  python -m ssm_icl.reproduce --suite=smoke --workdir=/tmp/smoke   # minutes
+  python -m ssm_icl.reproduce --suite=smoke --workdir=workdirs/smoke  # minutes
   python -m ssm_icl.reproduce --suite=mini --workdir=workdirs/mini  # ~1 h CPU
   python -m ssm_icl.reproduce --suite=paper --workdir=workdirs/paper  # GPU/TPU
 
@@ -22,6 +22,7 @@ Options:
                                      time per run) instead of training
   --report_only                      only rewrite the outputs from the
                                      finished runs
+  --figures_dir=docs/figures         also write small PNGs for the docs
 """
 
 import os
@@ -46,6 +47,9 @@ _TIME_STEPS = flags.DEFINE_integer(
     "estimate.md instead of training.")
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only write the outputs of the finished runs.")
+_FIGURES_DIR = flags.DEFINE_string(
+    "figures_dir", None, "Also write small PNGs of the curves and the FLOPs "
+    "figure there (e.g. docs/figures).")
 _COMPILE_CACHE = flags.DEFINE_bool(
     "compile_cache", True, "Keep compiled programs in DIR/jax_cache, so a "
     "resumed suite does not compile its programs again.")
@@ -104,7 +108,8 @@ def main(argv):
       result = runner.run_suite(suite, workdir, sweep=sweep,
                                 tasks=_TASKS.value, families=_MODELS.value)
       runs = result.runs
-    summary = outputs.write_outputs(workdir, runs, suite.name)
+    summary = outputs.write_outputs(workdir, runs, suite.name,
+                                    figures_dir=_FIGURES_DIR.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   if summary["runs"]:

@@ -119,16 +119,28 @@ def comparison_markdown(rows: Sequence[report.Row]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str
-               ) -> tuple[str, str]:
+def _save(fig: mpl_figure.Figure, path_stem: str, dpi: int,
+          svg: bool) -> tuple[str, ...]:
+  os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
+  paths = (path_stem + ".png",) + ((path_stem + ".svg",) if svg else ())
+  fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
+  if svg:
+    fig.savefig(paths[1], bbox_inches="tight")
+  return paths
+
+
+def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str, *,
+               dpi: int = 120, svg: bool = True) -> tuple[str, ...]:
   """Final error against training FLOPs, one panel per task.
 
   Args:
     points: dicts with "group", "family", "label", "train_flops", "error".
     path_stem: output path without extension.
+    dpi: PNG resolution.
+    svg: also write an SVG.
 
   Returns:
-    The (png, svg) paths.
+    The paths written (png, then svg).
   """
   groups = list(dict.fromkeys(p["group"] for p in points))
   ncols = min(3, len(groups))
@@ -155,21 +167,42 @@ def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", frameon=False)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
-  paths = (path_stem + ".png", path_stem + ".svg")
-  fig.savefig(paths[0], dpi=120, bbox_inches="tight")
-  fig.savefig(paths[1], bbox_inches="tight")
-  return paths
+  return _save(fig, path_stem, dpi, svg)
+
+
+def plot_small_grid(results_list: Sequence[Mapping[str, Any]],
+                    path: str, *, dpi: int = 60) -> str:
+  """All tasks' curves as one small PNG (for docs), without SVG.
+
+  Args:
+    results_list: merged results, one panel each.
+    path: the PNG path.
+    dpi: resolution.
+
+  Returns:
+    The path.
+  """
+  ncols = min(3, len(results_list))
+  nrows = math.ceil(len(results_list) / ncols)
+  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
+  for i, results in enumerate(results_list):
+    plots.draw_curves(fig.add_subplot(nrows, ncols, i + 1), results)
+  fig.tight_layout()
+  return _save(fig, path[:-4] if path.endswith(".png") else path, dpi,
+               svg=False)[0]
 
 
 def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
-                  suite_name: str = "") -> dict[str, Any]:
+                  suite_name: str = "", *, figures_dir: str | None = None
+                  ) -> dict[str, Any]:
   """Writes the merged curves, figures, tables and summary of a suite.
 
   Args:
     workdir: the suite's directory.
     runs: the planned runs (only finished ones are reported).
     suite_name: for titles.
+    figures_dir: if set, also write small PNGs there for the docs:
+      <suite>_curves.png (every task) and <suite>_flops.png.
 
   Returns:
     The summary dict written to summary.json (empty "runs" when nothing has
@@ -206,6 +239,11 @@ def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
     m["error"] = report.summary_error(merged[m["group"]], m["label"])
     points.append(m)
   plot_flops(points, os.path.join(workdir, "flops"))
+  if figures_dir:
+    plot_small_grid(list(merged.values()),
+                    os.path.join(figures_dir, f"{suite_name}_curves.png"))
+    plot_flops(points, os.path.join(figures_dir, f"{suite_name}_flops"),
+               dpi=60, svg=False)
   summary["train_wall_s"] = sum(m["train_wall_s"] for m in finished)
   summary["eval_wall_s"] = sum(m["eval_wall_s"] for m in finished)
   for m in finished:

@@ -288,9 +288,10 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
         done_work += cost["train_flops"]
         remaining -= cost["train_flops"]
         error = report.summary_error(results, run.label)
+        eval_s = markers[i]["eval_wall_s"]
         out(f"{tag} done: trained {metrics_lib.format_duration(train_s)}, "
-            f"evaluated {metrics_lib.format_duration(markers[i]['eval_wall_s'])}"
-            f"; final-half error {error:.4g}")
+            f"evaluated {metrics_lib.format_duration(eval_s)}; final-half "
+            f"error {error:.4g}")
       else:
         out(f"{tag} finished earlier; skipped.")
       done.append(run.relpath)

@@ -168,10 +168,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = models.build_model(model_cfg)
   tx = optim.make_optimizer(tcfg)
   schedule = optim.learning_rate_schedule(tcfg)
-  if distributed.is_main_process():
-    with open(os.path.join(workdir, "config.json"), "w",
-              encoding="utf-8") as f:
-      json.dump(config_dict, f, indent=2)
 
   with (jax.set_mesh(mesh), nn.logical_axis_rules(rules),
         jax.default_matmul_precision(tcfg.matmul_precision)):
@@ -199,6 +195,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state, _, start = restored
       console(f"Resumed from the checkpoint at step {start} in "
               f"{ckpt.directory}.")
+    # Written only now: an incompatible config must not overwrite the
+    # config.json of the run whose checkpoint it failed to resume.
+    if distributed.is_main_process():
+      with open(os.path.join(workdir, "config.json"), "w",
+                encoding="utf-8") as f:
+        json.dump(config_dict, f, indent=2)
     writer = metrics_lib.MetricWriter(
         workdir, enabled=distributed.is_main_process())
     writer.truncate_after(start)
@@ -210,7 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     def train_fn(n_points):
       if n_points not in train_fns:
-        task.check_fits(n_points, model_cfg.n_positions)
+        if model_cfg.uses_positions:
+          task.check_fits(n_points, model_cfg.n_positions)
         train_fns[n_points] = step_lib.jit_train_step(
             sharded.shardings, mesh, task=task, batch_size=tcfg.batch_size,
             n_points=n_points, seed=tcfg.seed, schedule=schedule,
