@@ -149,14 +149,19 @@ def run(workdir: str, *, n_prompts: int = 1280, batch_size: int = 64,
                     title=f"{task.name}: {name} at step {step}")
   report.write_table({task.name: {name: results}},
                      os.path.join(out, "table.md"), models=[name])
-  print(summary(results, task), flush=True)
+  print(summary(results, task, model=name), flush=True)
   print(f"Wrote {out}/results.json, curves.png, curves.svg, table.md",
         flush=True)
   return results
 
 
-def summary(results: dict[str, Any], task: Any) -> str:
-  """Error of every predictor at 0, d/2, d and the last number of examples."""
+def summary(results: dict[str, Any], task: Any,
+            model: str | None = None) -> str:
+  """Error of every predictor at 0, d/2, d and the last number of examples.
+
+  With `model` and a least-squares curve, a last line compares the two at
+  k = d examples (the quickstart's acceptance number).
+  """
   xs = results["x"]
   d = getattr(task, "n_dims", None)
   wanted = [0] + ([d // 2, d] if d else []) + [xs[-1]]
@@ -168,6 +173,12 @@ def summary(results: dict[str, Any], task: Any) -> str:
   for curve_name, curve in results["curves"].items():
     values = " | ".join(f"{curve['mean'][xs.index(x)]:5.3f}" for x in columns)
     lines.append(f"{curve_name:>28} | {values}")
+  ls = results["curves"].get("least_squares")
+  if model in results["curves"] and ls and d in xs:
+    at_d = results["curves"][model]["mean"][xs.index(d)]
+    ls_d = ls["mean"][xs.index(d)]
+    lines.append(f"At k = d = {d} examples: {model} {at_d:.3f}, least "
+                 f"squares {ls_d:.3f} (difference {at_d - ls_d:+.3f}).")
   return "\n".join(lines)
 
 

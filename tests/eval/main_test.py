@@ -52,6 +52,18 @@ class EvalMainTest(absltest.TestCase):
     with open(os.path.join(out, "table.md"), encoding="utf-8") as f:
       self.assertIn("| linear_regression |", f.read())
 
+  def test_summary_compares_the_model_with_least_squares_at_k_equals_d(self):
+    results = eval_main.run(self.workdir, n_prompts=16, batch_size=8,
+                            n_bootstrap=20)
+    task = eval_main.restore_run(self.workdir)[1]
+    text = eval_main.summary(results, task, model="mamba")
+    at_d = results["curves"]["mamba"]["mean"][results["x"].index(4)]
+    self.assertIn(f"At k = d = 4 examples: mamba {at_d:.3f}, least squares "
+                  "0.000 (difference ", text)
+    self.assertIn("| k=  4 |", text)
+    # Without the model's name (or without least squares) there is no line.
+    self.assertNotIn("At k = d", eval_main.summary(results, task))
+
   def test_restores_the_trained_parameters(self):
     config, task, _, model, params, step = eval_main.restore_run(
         self.workdir, step=10)
