@@ -109,6 +109,21 @@ class ConfigFilesTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"takes no argument \(got 'x'\)"):
       _load("base").get_config("x")
 
+  def test_quickstart_is_the_measured_setting(self):
+    # docs/TRAINING.md and the README quote the error this exact setting
+    # reaches; changing any of these needs a new measurement there.
+    config = _load("quickstart").get_config()
+    self.assertEqual(
+        (config.model.family, config.model.d_model, config.model.n_layer),
+        ("mambaformer", 64, 4))
+    self.assertEqual(config.task.kwargs.n_dims, 4)
+    self.assertEqual((config.task.curriculum.points.start,
+                      config.task.curriculum.points.end), (9, 9))
+    self.assertEqual(
+        (config.train.lr, config.train.lr_schedule, config.train.warmup_steps,
+         config.train.steps, config.train.batch_size, config.train.seed),
+        (2e-3, "cosine", 200, 4000, 64, 0))
+
   def test_configs_are_lockable_and_json_friendly(self):
     config = _load("linear_regression").get_config("mamba,tiny")
     config.lock()
