@@ -10,8 +10,9 @@ evaluates every run of a suite; this file defines the suites:
   mini   the same nine tasks scaled down (d 4-8, 11-64 examples, D = 32,
          2000 steps at lr 1e-3 (6000 for the Transformer, see _mini),
          batch 64) so that the whole suite runs in under 2 hours on a
-         2-core CPU (1 h 45 min projected on an idle machine); the six families on linear regression, the paper's
-         three Table 1 models elsewhere.
+         2-core CPU (1 h 45 min projected on an idle machine); the six
+         families on linear regression, the paper's three Table 1 models
+         elsewhere.
   smoke  every task once with a tiny model (the configs' "tiny" size, 20
          steps), every family at least once, tiny evaluations: a few minutes
          on a CPU, for CI.

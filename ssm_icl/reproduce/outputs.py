@@ -35,6 +35,8 @@ from ssm_icl.reproduce import runner
 # The paper's Table 1 (paper.md section 5.1; cell symbols from recollection
 # of the paper, see there).
 PAPER_MODELS = ("transformer", "mamba", "mambaformer")
+# Palette size of the small PNGs written for the docs (`figures_dir`).
+_DOCS_COLORS = 64
 PAPER_TABLE1 = {
     "linear_regression": "✓✓✓",
     "sparse_linear_regression": "✓✓✓",
@@ -119,40 +121,15 @@ def comparison_markdown(rows: Sequence[report.Row]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _save(fig: mpl_figure.Figure, path_stem: str, dpi: int,
-          svg: bool) -> tuple[str, ...]:
-  os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
-  paths = (path_stem + ".png",) + ((path_stem + ".svg",) if svg else ())
-  fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
-  if svg:
-    fig.savefig(paths[1], bbox_inches="tight")
-  else:
-    _shrink_png(paths[0])
-  return paths
-
-
-def _shrink_png(path: str, colors: int = 64) -> None:
-  """Rewrites a PNG with a palette of `colors` colours (docs figures).
-
-  Line plots need few colours; the palette makes the committed figures
-  ~4x smaller than matplotlib's RGBA output. Pillow is a matplotlib
-  dependency.
-  """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(path) as image:
-    small = image.convert("RGB").quantize(colors=colors)
-  small.save(path, optimize=True)
-
-
 def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str, *,
-               dpi: int = 120, svg: bool = True) -> tuple[str, ...]:
+               dpi: int = 120, svg: bool = True,
+               palette_colors: int | None = None) -> tuple[str, ...]:
   """Final error against training FLOPs, one panel per task.
 
   Args:
     points: dicts with "group", "family", "label", "train_flops", "error".
     path_stem: output path without extension.
-    dpi: PNG resolution.
-    svg: also write an SVG.
+    dpi, svg, palette_colors: how to write it (`plots.save_figure`).
 
   Returns:
     The paths written (png, then svg).
@@ -182,29 +159,8 @@ def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str, *,
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", frameon=False)
   fig.tight_layout()
-  return _save(fig, path_stem, dpi, svg)
-
-
-def plot_small_grid(results_list: Sequence[Mapping[str, Any]],
-                    path: str, *, dpi: int = 60) -> str:
-  """All tasks' curves as one small PNG (for docs), without SVG.
-
-  Args:
-    results_list: merged results, one panel each.
-    path: the PNG path.
-    dpi: resolution.
-
-  Returns:
-    The path.
-  """
-  ncols = min(3, len(results_list))
-  nrows = math.ceil(len(results_list) / ncols)
-  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
-  for i, results in enumerate(results_list):
-    plots.draw_curves(fig.add_subplot(nrows, ncols, i + 1), results)
-  fig.tight_layout()
-  return _save(fig, path[:-4] if path.endswith(".png") else path, dpi,
-               svg=False)[0]
+  return plots.save_figure(fig, path_stem, dpi=dpi, svg=svg,
+                           palette_colors=palette_colors)
 
 
 def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
@@ -255,10 +211,12 @@ def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
     points.append(m)
   plot_flops(points, os.path.join(workdir, "flops"))
   if figures_dir:
-    plot_small_grid(list(merged.values()),
-                    os.path.join(figures_dir, f"{suite_name}_curves.png"))
+    small = {"dpi": 60, "svg": False, "palette_colors": _DOCS_COLORS}
+    plots.plot_grid(list(merged.values()),
+                    os.path.join(figures_dir, f"{suite_name}_curves"),
+                    **small)
     plot_flops(points, os.path.join(figures_dir, f"{suite_name}_flops"),
-               dpi=60, svg=False)
+               **small)
   summary["train_wall_s"] = sum(m["train_wall_s"] for m in finished)
   summary["eval_wall_s"] = sum(m["eval_wall_s"] for m in finished)
   for m in finished:

@@ -7,6 +7,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 from matplotlib import figure as mpl_figure
 import numpy as np
+from PIL import Image
 
 from ssm_icl.eval import icl_curves
 from ssm_icl.eval import plots
@@ -96,6 +97,19 @@ class PlotGridTest(absltest.TestCase):
     png, _ = plots.plot_grid(results, stem, ncols=2)
     with open(png, "rb") as f:
       self.assertTrue(f.read().startswith(_PNG_SIGNATURE))
+
+  def test_small_palette_png_for_the_docs(self):
+    results = [_load("linear_regression")]
+    directory = self.create_tempdir().full_path
+    big, _ = plots.plot_grid(results, os.path.join(directory, "big"), dpi=60)
+    paths = plots.plot_grid(results, os.path.join(directory, "small"),
+                            dpi=60, svg=False, palette_colors=16)
+    self.assertEqual(paths, (os.path.join(directory, "small.png"),))
+    self.assertFalse(os.path.exists(os.path.join(directory, "small.svg")))
+    with Image.open(paths[0]) as image:
+      self.assertEqual(image.mode, "P")
+      self.assertLessEqual(len(image.getcolors()), 16)
+    self.assertLess(os.path.getsize(paths[0]), os.path.getsize(big))
 
   def test_rejects_empty_list(self):
     with self.assertRaisesRegex(ValueError, r"results_list is empty"):
