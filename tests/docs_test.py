@@ -5,8 +5,8 @@ Docstrings, comments and pages cite the documentation as
 This test reads the source tree and fails on a cited page that does not
 exist, a cited section number that the page has no heading for, a `§` that
 names no page (outside docs/, where a bare `§N` means the page itself), and
-any reference to the notes these pages replaced (`paper.md`, a `DESIGN.md`
-outside docs/). Plain text only: it imports nothing from the package.
+any other file named like these pages (the notes outside the repository
+that they replaced). Plain text only: it imports nothing from the package.
 """
 
 import os
@@ -115,7 +115,7 @@ class DocsReferencesTest(absltest.TestCase):
     files = [
         ("ssm_icl/x.py", "See docs/PAPER.md §3.1, §99.1 and §2."),
         ("ssm_icl/y.py", "A bare §2.4 and docs/NOPE.md §1."),
-        ("configs/z.py", "From paper.md section 2.1 and DESIGN.md."),
+        ("configs/z.py", "From Paper.md section 2.1 and Design.md."),
         ("docs/PAPER.md", "Itself: §42; DESIGN.md §3.1 is fine."),
     ]
     problems, _ = check_references(files)
@@ -125,8 +125,8 @@ class DocsReferencesTest(absltest.TestCase):
     self.assertNotIn("no section 2\n", text + "\n")
     self.assertIn("ssm_icl/y.py:1: §2.4 names no page", text)
     self.assertIn("docs/NOPE.md does not exist", text)
-    self.assertIn("configs/z.py:1: 'paper.md' is not a page", text)
-    self.assertIn("configs/z.py:1: 'DESIGN.md' is not a page", text)
+    self.assertIn("configs/z.py:1: 'Paper.md' is not a page", text)
+    self.assertIn("configs/z.py:1: 'Design.md' is not a page", text)
     self.assertIn("docs/PAPER.md:1: docs/PAPER.md has no section 42", text)
     self.assertEqual(len(problems), 6, text)
 
