@@ -28,7 +28,7 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
 
   # ------------------------------------------------------------------ model
-  # Fields of ssm_icl.models.ModelConfig (paper.md section 3).
+  # Fields of ssm_icl.models.ModelConfig (docs/PAPER.md §4).
   c.model = ml_collections.ConfigDict()
   # transformer | mamba | s4 | s4_mamba | hybrid | mambaformer | custom.
   c.model.family = "mamba"
@@ -93,7 +93,7 @@ def get_config(arg=None):
   # Fields of that task (e.g. n_dims, k, prob); absent ones take the paper's
   # defaults.
   c.task.kwargs = ml_collections.ConfigDict({"n_dims": 20})
-  # Curriculum (paper.md 1.3): n_dims_truncated and n_points grow by `inc`
+  # Curriculum (docs/PAPER.md §2.3): n_dims_truncated and n_points grow by `inc`
   # every `interval` steps from `start` to `end`.
   c.task.curriculum = ml_collections.ConfigDict({
       "dims": {"start": 5, "end": 20, "inc": 1, "interval": 2000},

@@ -105,7 +105,7 @@ def n_positions(family: str, max_tokens: int,
   Returns:
     transformer: 2 * reference (HF GPT-2 gets twice the config value);
     hybrid: the reference value, raised to `max_tokens` when too short (the
-    reference crashes there, paper.md section 7 item 5); families without a
+    reference crashes there, docs/PAPER.md §8.5); families without a
     position table: `max_tokens` (only used to check prompt lengths).
   """
   if reference is None:

@@ -1,4 +1,4 @@
-r"""Chain-of-thought I/O (paper.md 2.8): tokens x_i, s_i, y_i of a random
+r"""Chain-of-thought I/O (docs/PAPER.md §3.8): tokens x_i, s_i, y_i of a random
 2-layer ReLU network with the hidden layer s_i as the intermediate step.
 
 Setting (Li et al.'s cot_2nn; the Mamba paper's exact values are

@@ -1,4 +1,4 @@
-r"""Decision trees of depth 4 (paper.md 2.4).
+r"""Decision trees of depth 4 (docs/PAPER.md §3.4).
 
 Paper setting: d = 20, 101 points, curriculum dims 5 -> 20 (+1 / 2000),
 points 26 -> 101 (+5 / 2000), lr 4e-4, clip 10, batch 64, 500k steps.

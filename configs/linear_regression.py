@@ -1,4 +1,4 @@
-r"""Linear regression (paper.md 2.1): y = w.x, w ~ N(0, I_20) per prompt.
+r"""Linear regression (docs/PAPER.md §3.1): y = w.x, w ~ N(0, I_20) per prompt.
 
 Paper setting: d = 20, 41 points, curriculum dims 5 -> 20 (+1 / 2000 steps)
 and points 11 -> 41 (+2 / 2000), Adam lr 1e-4, clip 10, batch 64, 500k steps;

@@ -1,4 +1,4 @@
-r"""Many-outlier regression (paper.md 2.6): 90% of the examples are
+r"""Many-outlier regression (docs/PAPER.md §3.6): 90% of the examples are
 (all-ones, 1) outliers; long prompts of up to 512 points (1024 tokens).
 
 Paper setting: d = 20, outlier probability 0.9, curriculum dims 4 -> 20

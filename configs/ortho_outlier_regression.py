@@ -1,4 +1,4 @@
-r"""Orthogonal-outlier regression (paper.md 2.5): half the examples are
+r"""Orthogonal-outlier regression (docs/PAPER.md §3.5): half the examples are
 replaced by dummies orthogonal to the prompt's w.
 
 Paper setting: d = 20, outlier probability 0.5, 101 points, curriculum dims

@@ -1,4 +1,4 @@
-r"""2-layer ReLU network regression (paper.md 2.3), hidden width 100.
+r"""2-layer ReLU network regression (docs/PAPER.md §3.3), hidden width 100.
 
 Paper setting: d = 20, 101 points, curriculum dims 5 -> 20 (+1 / 2000),
 points 26 -> 101 (+5 / 2000), lr 1e-4, clip 10, batch 64, 500k steps.

@@ -1,4 +1,4 @@
-r"""Sparse linear regression (paper.md 2.2): w has k = 3 non-zeros of d = 20.
+r"""Sparse linear regression (docs/PAPER.md §3.2): w has 3 non-zeros of 20.
 
 Paper setting: as linear regression (41 points, dims 5 -> 20, points
 11 -> 41, lr 1e-4, clip 10, batch 64, 500k steps); the support of w stays

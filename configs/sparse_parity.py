@@ -1,9 +1,9 @@
-r"""Sparse parity (paper.md 2.7): y = product of k = 2 of d = 10 signs.
+r"""Sparse parity (docs/PAPER.md §3.7): y = product of k = 2 of d = 10 signs.
 
 Paper setting: d = 10, k = 2, 140 points (fixed, 280 tokens), logistic loss,
 accuracy metric, lr 4e-4, clip 10, batch 64, 500k steps; Transformer D=256
 with 12 layers (Garg's "standard"), the other families D=256 with 24 layers
-(paper.md 3.8). `--config.task.kwargs.reference_shared_subset=True`
+(docs/PAPER.md §7.2). `--config.task.kwargs.reference_shared_subset=True`
 reproduces the reference's one subset per batch.
 
 Argument "family[,size]" (see configs/linear_regression.py).

@@ -1,4 +1,4 @@
-r"""Vector-valued multi-query associative recall (paper.md 2.9): 64
+r"""Vector-valued multi-query associative recall (docs/PAPER.md §3.9): 64
 key-value pairs on the sphere of radius sqrt(20), then a query key.
 
 Paper setting (released config): d = 20, 64 pairs (129 tokens), lr 2e-4,

@@ -85,7 +85,7 @@ class ConfigFilesTest(parameterized.TestCase):
     _abstract_init(_load("linear_regression").get_config(f"{family},tiny"))
 
   def test_paper_values(self):
-    # paper.md sections 4 and 8 and the parameter counts of section 3.8.
+    # Hyperparameters and parameter counts: docs/PAPER.md §7, §6.
     lr = _load("linear_regression")
     _, sharded = _abstract_init(lr.get_config("mamba"))
     self.assertEqual(_n_params(sharded), 470_017)

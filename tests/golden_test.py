@@ -19,7 +19,7 @@ naive reference).
 
 Tolerance: XLA:CPU splits reductions and gradient matmuls by the number of
 threads, so results differ by ~1e-7 relative between machines with other
-core counts (reference/jax_stack.md section 6); RTOL = 2e-5 allows for that.
+core counts (docs/DESIGN.md §4); RTOL = 2e-5 allows for that.
 The values were generated on the 2-core CI machine type.
 
 After an intended numerical change, regenerate (on that machine type) with

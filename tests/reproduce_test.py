@@ -138,7 +138,7 @@ class PlanTest(parameterized.TestCase):
     self.assertEqual({t for t, _ in by}, set(TASKS))
     for task in TASKS[:6]:
       self.assertEqual({f for t, f in by if t == task}, set(FAMILIES))
-    # Parameter counts of paper.md section 3.8.
+    # Parameter counts of docs/PAPER.md §6.
     for family, params in (("transformer", 425_473), ("mamba", 470_017),
                            ("mambaformer", 485_889), ("s4", 153_601),
                            ("s4_mamba", 437_249), ("hybrid", 382_081)):

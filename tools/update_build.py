@@ -54,6 +54,11 @@ EXTRA_DATA = {
     # The scripts read setup.py and the version in ssm_icl/__init__.py.
     "launch_test": ([".ci/run", "setup.py", "ssm_icl/__init__.py"],
                     ["launch/*.sh"]),
+    # Reads every file that may cite a docs page, and the pages.
+    "docs_test": (["README.md"], ["docs/*.md", "ssm_icl/**/*.py",
+                                  "configs/**/*.py", "tests/**/*.py",
+                                  "benchmarks/**/*.py", "tools/**/*.py",
+                                  "launch/*.sh"]),
 }
 
 

@@ -1,7 +1,7 @@
 """Trivial predictors: the references every task's errors are judged against.
 
 The zero predictor scores about 1 on every normalised regression task (the
-paper's normalisation, `paper.md` section 1.4) and 0 accuracy (sign(0) counts
+paper's normalisation, docs/PAPER.md §2.4) and 0 accuracy (sign(0) counts
 as wrong); a uniformly random sign scores chance accuracy 0.5 on sparse parity.
 """
 

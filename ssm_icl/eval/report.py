@@ -9,7 +9,7 @@ states next to it:
 * trivial error e0 of the task: the summary error of the stored zero
   predictor curve ("zero"; "chance" for accuracy), or, when none is stored,
   the analytic value: 1 for normalised squared error (the zero predictor's
-  error on the regression tasks, paper.md 1.4), 0.5 for accuracy (chance).
+  error on the regression tasks, docs/PAPER.md §2.4), 0.5 for accuracy (chance).
 * best error e* of the task: the smallest e among the models in the table.
 * fail (✗) if e > fail_ratio * e0: not clearly better than the trivial
   predictor (for accuracy with the defaults: accuracy < 0.6);

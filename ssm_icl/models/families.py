@@ -1,4 +1,4 @@
-"""The paper's six architectures as block patterns (paper.md section 3).
+"""The paper's six architectures as block patterns (docs/PAPER.md §4).
 
 Depth is counted as in the paper's code (`n_layer` in the configs):
 
@@ -16,10 +16,10 @@ Depth is counted as in the paper's code (`n_layer` in the configs):
 
 Initialisation differs by family (`init="reference"`):
 
-* transformer: HF GPT-2 inside the backbone (paper.md 3.1): N(0, 0.02)
+* transformer: HF GPT-2 inside the backbone (docs/PAPER.md §5.2): N(0, 0.02)
   weights and position table, zero biases, every `c_proj`
   N(0, 0.02 / sqrt(2 * n_layer)).
-* all others (the Mamba `MixerModel`, paper.md 3.7): PyTorch defaults, every
+* all others (Mamba's `MixerModel`, docs/PAPER.md §5.3): PyTorch defaults, every
   Linear bias zeroed (the attention biases of the hybrids included; dt_proj's
   bias keeps its inverse-softplus init), Mamba / S4-Mamba out_proj
   kaiming-uniform / sqrt(n_layer) with the *config* n_layer (so MambaFormer's

@@ -1,6 +1,6 @@
 """Parameter initialisers of the reference PyTorch code, as JAX initialisers.
 
-The paper's code (paper.md sections 3.1, 3.3, 3.6, 3.7 and 6) mixes three
+The paper's code (docs/PAPER.md §5) mixes three
 schemes, all reproduced here:
 
 * PyTorch defaults: `nn.Linear` weight and bias ~ U(+-1/sqrt(fan_in)); a

@@ -1,7 +1,7 @@
 """The Mamba v1 (selective SSM) mixer, as in official `mamba_simple.Mamba`.
 
 For h: [b, l, D], with E = expand * D, N = d_state, R = dt_rank, K = d_conv
-(paper.md section 6):
+(docs/PAPER.md §4.3):
 
   x, z = split(in_proj(h))                    # [b, l, E] each
   u = silu(causal_depthwise_conv1d(x))        # [b, l, E]

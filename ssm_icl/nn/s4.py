@@ -1,4 +1,4 @@
-"""S4D and S4-Mamba mixers (paper.md sections 3.3 and 3.4).
+"""S4D and S4-Mamba mixers (docs/PAPER.md §4.4, §4.5).
 
 S4D (minimal S4D of the S4 repository, H = D channels, d_state/2 complex
 modes per channel):

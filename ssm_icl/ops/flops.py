@@ -1,4 +1,4 @@
-"""Analytic parameter counts and FLOPs of the ICL models (paper.md 3.8).
+"""Analytic parameter counts and FLOPs of the ICL models (docs/PAPER.md §6).
 
 The paper compares models at matched FLOPs; this module gives the analytic
 count for any block pattern, e.g. to put runs on a FLOPs axis:

@@ -1,6 +1,6 @@
 """S4D convolution kernel (Vandermonde form) and FFT causal convolution.
 
-The minimal S4D of the S4 repository (paper.md section 3.3): a diagonal
+The minimal S4D of the S4 repository (docs/PAPER.md §4.4): a diagonal
 state-space model with complex modes A_n = -exp(log_A_real) + i * A_imag,
 zero-order-hold discretisation with step dt = exp(log_dt), whose convolution
 kernel is

@@ -32,7 +32,7 @@ from ssm_icl.eval import report
 from ssm_icl.reproduce import plan as plan_lib
 from ssm_icl.reproduce import runner
 
-# The paper's Table 1 (paper.md section 5.1; cell symbols from recollection
+# The paper's Table 1 (docs/PAPER.md §9.1; cell symbols from recollection
 # of the paper, see there).
 PAPER_MODELS = ("transformer", "mamba", "mambaformer")
 # Palette size of the small PNGs written for the docs (`figures_dir`).
@@ -97,7 +97,7 @@ def collect(workdir: str, runs: Sequence[plan_lib.Run]
 def comparison_markdown(rows: Sequence[report.Row]) -> str:
   """Measured Table 1 marks beside the paper's, with the disagreements."""
   lines = ["# Measured Table 1 against the paper", "",
-           "Each cell: measured mark / paper mark (paper.md section 5.1). "
+           "Each cell: measured mark / paper mark (docs/PAPER.md §9.1). "
            "Marks as defined in table1.md.", "",
            "| Task | " + " | ".join(PAPER_MODELS) + " |",
            "|---|" + "---|" * len(PAPER_MODELS)]

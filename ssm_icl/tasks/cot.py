@@ -1,4 +1,4 @@
-"""Chain-of-thought I/O on 2-layer ReLU networks (paper.md section 2.8).
+"""Chain-of-thought I/O on 2-layer ReLU networks (docs/PAPER.md §3.8).
 
 Li et al. (2023), "Dissecting Chain-of-Thought": f(x) = v^T s(x) with the
 hidden layer s(x) = ReLU(W^T x) sqrt(2 / hidden), x ~ N(0, I_d),
@@ -46,7 +46,7 @@ class CotIO(task_lib.Task):
 
   Defaults follow Li et al.'s `cot_2nn` config: d = 10, hidden = 4,
   101 points at the end of the curriculum. The exact settings of the Mamba
-  paper are unconfirmed (paper.md 2.8).
+  paper are unconfirmed (docs/PAPER.md §3.8).
 
   Attributes:
     n_dims: input dimension d.

@@ -1,4 +1,4 @@
-"""Curriculum over input dimensions and prompt length (paper.md section 1.3).
+"""Curriculum over input dimensions and prompt length (docs/PAPER.md §2.3).
 
 The reference `Curriculum` is stateful: data for step s is sampled with the
 current values, then `update()` adds `inc` whenever its step counter reaches a

@@ -1,4 +1,4 @@
-"""Random decision-tree task (paper.md section 2.4)."""
+"""Random decision-tree task (docs/PAPER.md §3.4)."""
 
 from __future__ import annotations
 

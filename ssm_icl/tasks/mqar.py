@@ -1,4 +1,4 @@
-"""Vector-valued multi-query associative recall (paper.md section 2.9).
+"""Vector-valued multi-query associative recall (docs/PAPER.md §3.9).
 
 The sequence is k_1, v_1, ..., k_n, v_n, q (2n + 1 tokens, not interleaved
 with labels); the model reads the query's output (last token) and must return

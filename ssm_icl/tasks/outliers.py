@@ -1,4 +1,4 @@
-"""Linear regression with outlier examples (paper.md sections 2.5 and 2.6).
+"""Linear regression with outlier examples (docs/PAPER.md §3.5, §3.6).
 
 Each example is independently an outlier with probability `prob` (the
 reference `FilteringGaussianSampler`: mask = U(0, 1) < p). Labels are computed

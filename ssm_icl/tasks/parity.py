@@ -1,4 +1,4 @@
-"""Sparse parity (paper.md section 2.7; Bhattamishra et al. 2023)."""
+"""Sparse parity (docs/PAPER.md §3.7; Bhattamishra et al. 2023)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Regression task families: linear, sparse linear and 2-layer ReLU networks.
 
-Data-generating processes of the reference `tasks.py` (paper.md sections 2.1
-to 2.3): x ~ N(0, I_d) with coordinates >= n_dims_truncated zeroed, one
+Data-generating processes of the reference `tasks.py` (docs/PAPER.md §3.1
+to §3.3): x ~ N(0, I_d) with coordinates >= n_dims_truncated zeroed, one
 function per prompt, noiseless labels, interleaved prompts. Linear regression
 also carries the Garg et al. robustness evaluations as fields (noisy labels,
 scaled inputs and outputs, skewed covariance, special queries); see
@@ -32,7 +32,7 @@ def gaussian_inputs(key: jax.Array, batch_size: int, n_points: int,
 class LinearRegression(task_lib.Task):
   """Noiseless linear regression y = x . w, w ~ N(0, I_d) per prompt.
 
-  The default fields give the paper's task (paper.md 2.1); the others are the
+  The default fields give the paper's task (docs/PAPER.md §3.1); the others are
   Garg et al. robustness evaluations (reference `build_evals`), used at eval
   time:
 
@@ -177,7 +177,7 @@ class LinearRegression(task_lib.Task):
 
 @dataclasses.dataclass(frozen=True)
 class SparseLinearRegression(task_lib.Task):
-  """Linear regression with a k-sparse w (paper.md 2.2).
+  """Linear regression with a k-sparse w (docs/PAPER.md §3.2).
 
   w ~ N(0, I_d) with all but k coordinates zeroed; the k kept coordinates are
   uniform among the first n_dims_truncated (the reference's `valid_coords`),
@@ -229,7 +229,7 @@ class SparseLinearRegression(task_lib.Task):
 
 @dataclasses.dataclass(frozen=True)
 class Relu2nnRegression(task_lib.Task):
-  """Random 2-layer ReLU network per prompt (paper.md 2.3).
+  """Random 2-layer ReLU network per prompt (docs/PAPER.md §3.3).
 
   y = ReLU(x W1) W2 * sqrt(2 / hidden), W1 in R^{d x hidden} and W2 in
   R^{hidden} with N(0, 1) entries; the sqrt(2 / hidden) factor gives

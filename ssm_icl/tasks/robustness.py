@@ -1,7 +1,7 @@
 """Input transformations for the Garg et al. (2022) robustness evaluations.
 
 These are the eval-time distribution shifts of linear regression that the
-reference `eval.py::build_evals` wires in (paper.md section 2.10): skewed and
+reference `eval.py::build_evals` wires in (docs/PAPER.md §3.10): skewed and
 half-subspace input covariances, and three prompting strategies that change
 how the query relates to the in-context inputs (random quadrants, orthogonal
 train/test, overlapping train/test). `regression.LinearRegression` uses them

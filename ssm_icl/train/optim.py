@@ -2,7 +2,7 @@
 
 The reference trains with `torch.optim.Adam` at a constant learning rate, no
 weight decay, no warm-up, and `clip_grad_norm_` (10, or 100 for MQAR)
-(paper.md section 4). Those are the defaults here; a warm-up, a cosine decay
+(docs/PAPER.md §7.1). Those are the defaults here; a warm-up, a cosine decay
 and decoupled weight decay are available for other experiments. When weight
 decay is on, it skips the parameters that Mamba and S4 keep out of it: A_log,
 D, the dt bias and every other bias, the norm scales, and S4's log_dt,

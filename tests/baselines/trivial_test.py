@@ -16,7 +16,7 @@ class ZeroPredictorTest(parameterized.TestCase):
       "linear_regression", "sparse_linear_regression", "relu_2nn_regression",
       "ortho_outlier_regression", "many_outlier_regression")
   def test_scores_about_one_on_normalised_regression(self, name):
-    # The paper's normalisation makes E[y^2] / normalizer = 1 (paper.md 1.4).
+    # The paper's normalisation: E[y^2] / normalizer = 1 (docs/PAPER.md §2.4).
     prompt = tasks.get_task(name, n_dims=8).sample(jax.random.key(0), 256, 10)
     err = np.asarray(base.pointwise_metric(
         trivial.ZeroPredictor()(prompt), prompt))

@@ -61,7 +61,7 @@ class EvaluateTest(parameterized.TestCase):
     json.dumps(results, allow_nan=False)  # Plain JSON, no NaN.
 
   def test_least_squares_anchor(self):
-    # Normalised error (d - k) / d for k < d and 0 from k = d (paper.md 2.1).
+    # Normalised error (d - k) / d for k < d, 0 from k = d (docs/PAPER.md §3.1).
     d, n_prompts = 4, 512
     results = icl_curves.evaluate(
         {"ls": baselines.LeastSquares()}, _LR, n_points=7, n_prompts=n_prompts,

@@ -1,4 +1,4 @@
-"""Parameter counts equal the reference code's (paper.md section 3.8).
+"""Parameter counts equal the reference code's (docs/PAPER.md §6).
 
 Only shapes are needed, so every model is built with `jax.eval_shape` and
 nothing is initialised for real.

@@ -64,7 +64,7 @@ class ParamCountTest(parameterized.TestCase):
                      backbone.count_params(_abstract_params(config)))
 
   @parameterized.named_parameters(
-      # paper.md section 3.8 (read-in from d=20, unused embeddings excluded).
+      # docs/PAPER.md §6 (read-in from d=20, unused embeddings excluded).
       ("transformer_l2", dict(family="transformer", n_layer=2,
                               n_positions=202), 425_473),
       ("transformer_l4", dict(family="transformer", n_layer=4,

@@ -11,7 +11,7 @@ from ssm_icl.ops import s4d
 
 
 def _params(h=3, n=4, seed=0):
-  """S4D-Lin-like parameters (paper.md section 3.3), randomised a little."""
+  """S4D-Lin-like parameters (docs/PAPER.md §5.4), randomised a little."""
   rng = np.random.default_rng(seed)
   return dict(
       log_dt=rng.uniform(np.log(1e-3), np.log(1e-1), h).astype(np.float32),

@@ -14,7 +14,7 @@ from ssm_icl.tasks import task as task_lib
 
 _B, _N = 8, 5
 
-# Paper defaults (paper.md sections 2.1-2.9): d_in, d_out, normalizer,
+# Paper defaults (docs/PAPER.md §3.1-§3.9): d_in, d_out, normalizer,
 # tokens per example, default n_points.
 _EXPECTED = {
     "linear_regression": (20, 1, 20.0, 2, 41),
