@@ -24,9 +24,11 @@ manifests rely on; fake-gcs-server honours them.
 """
 
 import atexit
+import ctypes
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +40,13 @@ import urllib.request
 _HOST = "127.0.0.1"
 _state = {}
 _counter = itertools.count()
+
+
+def _die_with_parent() -> None:
+  """Linux: the server gets SIGKILL when the test process dies (even when
+  it is killed and no atexit handler runs)."""
+  if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # SET_PDEATHSIG
 
 
 class Emulator:
@@ -59,7 +68,8 @@ class Emulator:
         [str(_server._get_binary_path()), "-scheme", "http",  # pylint: disable=protected-access
          "-backend", "memory", "-host", _HOST, "-port", str(port),
          "-external-url", self.url, "-log-level", "warn"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent)
     log.close()
     deadline = time.monotonic() + 30
     while True:
