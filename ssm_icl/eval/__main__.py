@@ -1,6 +1,7 @@
 r"""Evaluates a run's checkpoint against the baselines: curves, plot, table.
 
   python -m ssm_icl.eval --workdir=workdirs/quickstart [--n_prompts=1280]
+  python -m ssm_icl.eval --workdir=gs://bucket/run   # object stores too
 
 Restores the workdir's latest readable checkpoint (or `--step`), rebuilds the
 task and model from the config stored in the checkpoint's metadata, and runs
@@ -13,14 +14,17 @@ prints the error of every predictor at a few numbers of examples.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to evaluate.")
+from ssm_icl import errors
+from ssm_icl import paths
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory to evaluate (local or gs://bucket/path).")
 _N_PROMPTS = flags.DEFINE_integer("n_prompts", 1280, "Evaluation prompts.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per batch.")
 _SEED = flags.DEFINE_integer("seed", 0, "Evaluation seed (fixes the prompts).")
@@ -36,12 +40,12 @@ _N_BOOTSTRAP = flags.DEFINE_integer("n_bootstrap", 1000,
 EVAL_DIR = "eval"
 
 
-def restore_run(workdir: str, step: int | None = None
+def restore_run(workdir: paths.PathLike, step: int | None = None
                 ) -> tuple[Any, Any, Any, Any, Any, int]:
   """Rebuilds a run from its checkpoint.
 
   Args:
-    workdir: the run directory.
+    workdir: the run directory (local or gs://).
     step: checkpoint step; None for the latest readable one.
 
   Returns:
@@ -60,10 +64,12 @@ def restore_run(workdir: str, step: int | None = None
   from ssm_icl.train import optim
   from ssm_icl.train import state as state_lib
   # pylint: enable=g-import-not-at-top
-  directory = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
-    raise ValueError(f"workdir={workdir!r} has no {ckpt_lib.CHECKPOINT_DIR}/ "
-                     "directory; train a model there first.")
+  workdir = paths.workdir_path(workdir)
+  directory = workdir / ckpt_lib.CHECKPOINT_DIR
+  if not directory.is_dir():
+    raise errors.UserError(
+        f"workdir={str(workdir)!r} has no {ckpt_lib.CHECKPOINT_DIR}/ "
+        "directory; train a model there first.")
   ckpt = ckpt_lib.Checkpointer(workdir, every=1, max_to_keep=None,
                                async_save=False)
   steps = ckpt.all_steps()
@@ -116,9 +122,10 @@ def model_predictors(name: str, model: Any, params: Any, task: Any
                                                                 params)}
 
 
-def run(workdir: str, *, n_prompts: int = 1280, batch_size: int = 64,
-        seed: int = 0, n_points: int | None = None, step: int | None = None,
-        baselines: bool = True, n_bootstrap: int = 1000) -> dict[str, Any]:
+def run(workdir: paths.PathLike, *, n_prompts: int = 1280,
+        batch_size: int = 64, seed: int = 0, n_points: int | None = None,
+        step: int | None = None, baselines: bool = True,
+        n_bootstrap: int = 1000) -> dict[str, Any]:
   """Evaluates the run in `workdir`; writes and returns the results.
 
   Returns:
@@ -130,6 +137,7 @@ def run(workdir: str, *, n_prompts: int = 1280, batch_size: int = 64,
   from ssm_icl.eval import plots
   from ssm_icl.eval import report
   # pylint: enable=g-import-not-at-top
+  workdir = paths.workdir_path(workdir)
   config, task, curriculum, model, params, step = restore_run(workdir, step)
   n_points = curriculum.points_end if n_points is None else n_points
   if model.config.uses_positions:
@@ -142,13 +150,12 @@ def run(workdir: str, *, n_prompts: int = 1280, batch_size: int = 64,
       predictors, task, n_points=n_points, n_prompts=n_prompts,
       batch_size=batch_size, seed=seed, n_bootstrap=n_bootstrap)
   results["step"] = step
-  out = os.path.join(workdir, EVAL_DIR)
-  os.makedirs(out, exist_ok=True)
-  icl_curves.save_results(results, os.path.join(out, "results.json"))
-  plots.plot_curves(results, os.path.join(out, "curves"),
+  out = workdir / EVAL_DIR
+  icl_curves.save_results(results, out / "results.json")
+  plots.plot_curves(results, out / "curves",
                     title=f"{task.name}: {name} at step {step}")
-  report.write_table({task.name: {name: results}},
-                     os.path.join(out, "table.md"), models=[name])
+  report.write_table({task.name: {name: results}}, out / "table.md",
+                     models=[name])
   print(summary(results, task, model=name), flush=True)
   print(f"Wrote {out}/results.json, curves.png, curves.svg, table.md",
         flush=True)
@@ -187,7 +194,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  run(_WORKDIR.value, n_prompts=_N_PROMPTS.value,
+  run(paths.workdir_path(_WORKDIR.value, name="--workdir"),
+      n_prompts=_N_PROMPTS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value,
       n_points=_N_POINTS.value, step=_STEP.value,
       baselines=_BASELINES.value, n_bootstrap=_N_BOOTSTRAP.value)

@@ -24,11 +24,13 @@ import os
 from typing import Any, Callable, Mapping
 import warnings
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from ssm_icl import paths
 from ssm_icl import tasks
 from ssm_icl.tasks import base
 
@@ -297,20 +299,15 @@ def validate_results(results: Mapping[str, Any], *, source: str = "results"
             f"but x has {n}.")
 
 
-def save_results(results: Mapping[str, Any], path: str | os.PathLike) -> None:
-  """Writes `results` as JSON (creating parent directories)."""
+def save_results(results: Mapping[str, Any], path: paths.PathLike) -> None:
+  """Writes `results` as JSON, atomically (local or gs://)."""
   validate_results(results)
-  parent = os.path.dirname(os.fspath(path))
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1, allow_nan=False)
-    f.write("\n")
+  paths.write_text(path, json.dumps(results, indent=1, allow_nan=False)
+                   + "\n")
 
 
-def load_results(path: str | os.PathLike) -> dict[str, Any]:
+def load_results(path: paths.PathLike) -> dict[str, Any]:
   """Reads results written by `save_results` (and checks their layout)."""
-  with open(path, encoding="utf-8") as f:
-    results = json.load(f)
+  results = json.loads(epath.Path(path).read_text())
   validate_results(results, source=os.fspath(path))
   return results

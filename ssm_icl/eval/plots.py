@@ -10,15 +10,17 @@ render with the Agg canvas and leave pyplot's global state alone.
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
-import os
 from typing import Any, Iterable, Mapping, Sequence
 
+from etils import epath
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
 import numpy as np
 
+from ssm_icl import paths as paths_lib
 from ssm_icl.eval import icl_curves
 
 # Names of the trivial references, drawn dotted in grey.
@@ -133,10 +135,12 @@ def draw_curves(ax: Any, results: Mapping[str, Any], *,
     ax.legend(fontsize="small", frameon=False)
 
 
-def save_figure(fig: mpl_figure.Figure, path_stem: str | os.PathLike, *,
+def save_figure(fig: mpl_figure.Figure, path_stem: paths.PathLike, *,
                 dpi: int = 150, svg: bool = True,
                 palette_colors: int | None = None) -> tuple[str, ...]:
-  """Writes `<path_stem>.png` (and `.svg`), creating the directory.
+  """Writes `<path_stem>.png` (and `.svg`), local or gs://.
+
+  Each file is rendered in memory and written in one piece.
 
   Args:
     fig: the figure.
@@ -151,23 +155,27 @@ def save_figure(fig: mpl_figure.Figure, path_stem: str | os.PathLike, *,
   Returns:
     The paths written (png, then svg).
   """
-  stem = os.fspath(path_stem)
-  parent = os.path.dirname(stem)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  paths = (stem + ".png",) + ((stem + ".svg",) if svg else ())
-  fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
-  if svg:
-    fig.savefig(paths[1], bbox_inches="tight")
+  stem = epath.Path(path_stem)
+  paths_lib.ensure_dir(stem.parent)
+  written = (f"{stem}.png",) + ((f"{stem}.svg",) if svg else ())
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=dpi, bbox_inches="tight")
   if palette_colors:
     from PIL import Image  # pylint: disable=g-import-not-at-top
-    with Image.open(paths[0]) as image:
+    png.seek(0)
+    with Image.open(png) as image:
       small = image.convert("RGB").quantize(colors=palette_colors)
-    small.save(paths[0], optimize=True)
-  return paths
+    png = io.BytesIO()
+    small.save(png, format="png", optimize=True)
+  epath.Path(written[0]).write_bytes(png.getvalue())
+  if svg:
+    text = io.StringIO()
+    fig.savefig(text, format="svg", bbox_inches="tight")
+    epath.Path(written[1]).write_text(text.getvalue())
+  return written
 
 
-def plot_curves(results: Mapping[str, Any], path_stem: str | os.PathLike, *,
+def plot_curves(results: Mapping[str, Any], path_stem: paths_lib.PathLike, *,
                 curves: Iterable[str] | None = None, log_y: bool = False,
                 title: str | None = None,
                 ylim: tuple[float, float] | None = None) -> tuple[str, str]:
@@ -191,7 +199,7 @@ def plot_curves(results: Mapping[str, Any], path_stem: str | os.PathLike, *,
 
 
 def plot_grid(results_list: Sequence[Mapping[str, Any]],
-              path_stem: str | os.PathLike, *, ncols: int = 3,
+              path_stem: paths_lib.PathLike, *, ncols: int = 3,
               log_y: bool = False, curves: Iterable[str] | None = None,
               dpi: int = 150, svg: bool = True,
               palette_colors: int | None = None) -> tuple[str, ...]:

@@ -20,11 +20,11 @@ states next to it:
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ssm_icl import paths
 from ssm_icl.eval import icl_curves
 
 PASS, GAP, FAIL, MISSING = "✓", "▲", "✗", "–"
@@ -220,14 +220,14 @@ def render_markdown(rows: Sequence[Row], criterion: Criterion = Criterion()
   return "\n".join(lines) + "\n"
 
 
-def write_table(results_by_task_model: Any, path: str | os.PathLike, *,
+def write_table(results_by_task_model: Any, path: paths.PathLike, *,
                 models: Sequence[str] | None = None,
                 criterion: Criterion = Criterion()) -> str:
   """Computes Table 1, writes it as Markdown to `path`, returns the text.
 
   Args:
     results_by_task_model: see `build_table`.
-    path: output Markdown file (parent directories are created).
+    path: output Markdown file, local or gs:// (written atomically).
     models: column order (default: order of first appearance).
     criterion: the thresholds.
 
@@ -237,9 +237,5 @@ def write_table(results_by_task_model: Any, path: str | os.PathLike, *,
   rows = build_table(results_by_task_model, models=models,
                      criterion=criterion)
   text = render_markdown(rows, criterion)
-  parent = os.path.dirname(os.fspath(path))
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    f.write(text)
+  paths.write_text(path, text)
   return text

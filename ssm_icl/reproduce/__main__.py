@@ -3,6 +3,7 @@ r"""Reproduces the paper: trains, evaluates and tabulates a whole suite.
   python -m ssm_icl.reproduce --suite=smoke --workdir=workdirs/smoke  # minutes
   python -m ssm_icl.reproduce --suite=mini --workdir=workdirs/mini  # ~1 h CPU
   python -m ssm_icl.reproduce --suite=paper --workdir=workdirs/paper  # GPU/TPU
+  python -m ssm_icl.reproduce --suite=paper --workdir=gs://bucket/paper  # pods
 
 Trains every (task, model) run of the suite (configs/suites.py) into
 DIR/<task>/<model>/, evaluates it and the task's baselines on the same
@@ -25,16 +26,17 @@ Options:
   --figures_dir=docs/figures         also write small PNGs for the docs
 """
 
-import os
-
 from absl import app
 from absl import flags
 from absl import logging
 
+from ssm_icl import paths
+
 _SUITE = flags.DEFINE_enum("suite", None, ["paper", "mini", "smoke"],
                            "Suite of configs/suites.py.")
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Suite directory; an existing one is resumed.")
+    "workdir", None, "Suite directory, local or gs://bucket/path; an "
+    "existing one is resumed.")
 _SWEEP = flags.DEFINE_multi_string(
     "sweep", [], "KEY=V1,V2,...: train every run once per value, e.g. "
     "model.d_model=64,128,256.")
@@ -89,10 +91,9 @@ def main(argv):
   from ssm_icl.reproduce import plan as plan_lib
   from ssm_icl.reproduce import runner
   # pylint: enable=g-import-not-at-top
-  workdir = _WORKDIR.value
+  workdir = paths.workdir_path(_WORKDIR.value, name="--workdir")
   if _COMPILE_CACHE.value and not _DRY_RUN.value:
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(os.path.abspath(workdir), "jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
   try:
     suite = plan_lib.suite_config(_SUITE.value)
     sweep = plan_lib.parse_sweep(_SWEEP.value)
@@ -113,10 +114,8 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   if summary["runs"]:
-    with open(os.path.join(workdir, "table1.md" if os.path.exists(
-        os.path.join(workdir, "table1.md")) else "table.md"),
-              encoding="utf-8") as f:
-      print(f.read())
+    table = workdir / "table1.md"
+    print((table if table.exists() else workdir / "table.md").read_text())
     print(f"Wrote {workdir}/table.md, table1.md, comparison.md, curves.png, "
           f"flops.png and summary.json ({len(summary['runs'])}/"
           f"{summary['n_planned']} runs finished).")

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import shutil
 from typing import Any, Callable, Sequence
 
+from etils import epath
 import jax
 
+from ssm_icl import paths
 from ssm_icl.reproduce import plan as plan_lib
 from ssm_icl.train import loop
 from ssm_icl.train import metrics as metrics_lib
 
 
-def step_time(config: Any, n_points: int, n_steps: int, scratch: str
-              ) -> float:
+def step_time(config: Any, n_points: int, n_steps: int,
+              scratch: epath.Path) -> float:
   """Seconds per training step of `config` at a fixed `n_points`.
 
   Trains 2 * n_steps steps and times the second half (the first half holds
@@ -39,13 +39,18 @@ def step_time(config: Any, n_points: int, n_steps: int, scratch: str
   config.train.log_every = n_steps
   config.train.eval_every = 0
   config.ckpt.every = 10 * n_steps
-  shutil.rmtree(scratch, ignore_errors=True)
+  _remove(scratch)
   with contextlib.redirect_stdout(io.StringIO()):
     loop.train_and_evaluate(config, scratch)
   records = [r for r in metrics_lib.read_metrics(scratch)
              if "perf/steps_per_s" in r]
-  shutil.rmtree(scratch, ignore_errors=True)
+  _remove(scratch)
   return 1.0 / records[-1]["perf/steps_per_s"]
+
+
+def _remove(directory: epath.Path) -> None:
+  if directory.exists():
+    directory.rmtree()
 
 
 def projected_seconds(config: Any, times: dict[int, float]) -> float:
@@ -71,8 +76,8 @@ def projected_seconds(config: Any, times: dict[int, float]) -> float:
   return total
 
 
-def estimate_times(runs: Sequence[plan_lib.Run], workdir: str, *, n_steps: int,
-             out: Callable[[str], None] = print) -> str:
+def estimate_times(runs: Sequence[plan_lib.Run], workdir: paths.PathLike, *,
+                   n_steps: int, out: Callable[[str], None] = print) -> str:
   """Times every run and writes `<workdir>/estimate.md`; returns its text.
 
   Raises:
@@ -91,7 +96,8 @@ def estimate_times(runs: Sequence[plan_lib.Run], workdir: str, *, n_steps: int,
       "| Run | steps | batch | ms/step (first, last length) | projected |",
       "|---|---|---|---|---|"]
   total = 0.0
-  scratch = os.path.join(workdir, "estimate_scratch")
+  workdir = paths.workdir_path(workdir)
+  scratch = workdir / "estimate_scratch"
   for i, run in enumerate(runs):
     _, curriculum, _, _ = loop.build(run.config)
     lengths = sorted({curriculum.points_start, curriculum.points_end})
@@ -107,7 +113,5 @@ def estimate_times(runs: Sequence[plan_lib.Run], workdir: str, *, n_steps: int,
   lines += ["", f"Total: {metrics_lib.format_duration(total)} of training "
             f"for {len(runs)} runs."]
   text = "\n".join(lines) + "\n"
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "estimate.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  paths.write_text(workdir / "estimate.md", text)
   return text

@@ -21,11 +21,12 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import os
 from typing import Any, Mapping, Sequence
 
+from etils import epath
 from matplotlib import figure as mpl_figure
 
+from ssm_icl import paths
 from ssm_icl.eval import icl_curves
 from ssm_icl.eval import plots
 from ssm_icl.eval import report
@@ -57,7 +58,7 @@ def paper_mark(task: str, family: str) -> str | None:
   return PAPER_TABLE1[task][PAPER_MODELS.index(family)]
 
 
-def collect(workdir: str, runs: Sequence[plan_lib.Run]
+def collect(workdir: paths.PathLike, runs: Sequence[plan_lib.Run]
             ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
   """Merged results per group and the markers of the finished runs.
 
@@ -65,15 +66,16 @@ def collect(workdir: str, runs: Sequence[plan_lib.Run]
     ({group: results with every finished model's curve and the baselines},
     [marker + {"relpath"} for each finished run, in plan order]).
   """
+  workdir = epath.Path(workdir)
   merged: dict[str, dict[str, Any]] = {}
   finished = []
   for run in runs:
-    run_dir = os.path.join(workdir, run.relpath)
-    marker_path = os.path.join(run_dir, runner.MARKER)
-    if not os.path.exists(marker_path):
+    run_dir = workdir / run.relpath
+    marker_path = run_dir / runner.MARKER
+    if not marker_path.exists():
       continue
     marker = runner.read_json(marker_path)
-    results = icl_curves.load_results(os.path.join(run_dir, runner.RESULTS))
+    results = icl_curves.load_results(run_dir / runner.RESULTS)
     finished.append({"relpath": run.relpath, **marker})
     if run.group not in merged:
       merged[run.group] = copy.deepcopy(results)
@@ -85,8 +87,8 @@ def collect(workdir: str, runs: Sequence[plan_lib.Run]
                        f"the other runs of {run.group!r} at {target['x']}.")
     target["curves"].update(results["curves"])
   for group, results in merged.items():
-    path = os.path.join(workdir, group, runner.BASELINES)
-    if os.path.exists(path):
+    path = workdir / group / runner.BASELINES
+    if path.exists():
       baselines = icl_curves.load_results(path)
       if baselines["x"] == results["x"]:
         for name, curve in baselines["curves"].items():
@@ -121,7 +123,8 @@ def comparison_markdown(rows: Sequence[report.Row]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str, *,
+def plot_flops(points: Sequence[Mapping[str, Any]],
+               path_stem: paths.PathLike, *,
                dpi: int = 120, svg: bool = True,
                palette_colors: int | None = None) -> tuple[str, ...]:
   """Final error against training FLOPs, one panel per task.
@@ -163,13 +166,13 @@ def plot_flops(points: Sequence[Mapping[str, Any]], path_stem: str, *,
                            palette_colors=palette_colors)
 
 
-def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
+def write_outputs(workdir: paths.PathLike, runs: Sequence[plan_lib.Run],
                   suite_name: str = "", *, figures_dir: str | None = None
                   ) -> dict[str, Any]:
   """Writes the merged curves, figures, tables and summary of a suite.
 
   Args:
-    workdir: the suite's directory.
+    workdir: the suite's directory (local or gs://).
     runs: the planned runs (only finished ones are reported).
     suite_name: for titles.
     figures_dir: if set, also write small PNGs there for the docs:
@@ -179,6 +182,7 @@ def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
     The summary dict written to summary.json (empty "runs" when nothing has
     finished; then nothing else is written).
   """
+  workdir = epath.Path(workdir)
   merged, finished = collect(workdir, runs)
   summary: dict[str, Any] = {"suite": suite_name, "runs": finished,
                              "n_planned": len(runs)}
@@ -186,40 +190,35 @@ def write_outputs(workdir: str, runs: Sequence[plan_lib.Run],
     return summary
   labels = list(dict.fromkeys(m["label"] for m in finished))
   for group, results in merged.items():
-    icl_curves.save_results(results, os.path.join(workdir, group,
-                                                  "results.json"))
-    plots.plot_curves(results, os.path.join(workdir, group, "curves"),
+    icl_curves.save_results(results, workdir / group / "results.json")
+    plots.plot_curves(results, workdir / group / "curves",
                       title=f"{group} ({suite_name})")
-  plots.plot_grid(list(merged.values()), os.path.join(workdir, "curves"))
+  plots.plot_grid(list(merged.values()), workdir / "curves")
   by_task = {g: {m["label"]: merged[g] for m in finished if m["group"] == g}
              for g in merged}
-  report.write_table(by_task, os.path.join(workdir, "table.md"),
-                     models=labels)
+  report.write_table(by_task, workdir / "table.md", models=labels)
   paper_only = {g: {m: r for m, r in by_model.items() if m in PAPER_MODELS}
                 for g, by_model in by_task.items()}
   paper_only = {g: v for g, v in paper_only.items() if v}
   if paper_only:
-    report.write_table(paper_only, os.path.join(workdir, "table1.md"),
+    report.write_table(paper_only, workdir / "table1.md",
                        models=[m for m in PAPER_MODELS if m in labels])
     rows = report.build_table(paper_only, models=list(PAPER_MODELS))
-    with open(os.path.join(workdir, "comparison.md"), "w",
-              encoding="utf-8") as f:
-      f.write(comparison_markdown(rows))
+    paths.write_text(workdir / "comparison.md", comparison_markdown(rows))
   points = []
   for m in finished:
     m["error"] = report.summary_error(merged[m["group"]], m["label"])
     points.append(m)
-  plot_flops(points, os.path.join(workdir, "flops"))
+  plot_flops(points, workdir / "flops")
   if figures_dir:
     small = {"dpi": 60, "svg": False, "palette_colors": _DOCS_COLORS}
+    figures = epath.Path(figures_dir)
     plots.plot_grid(list(merged.values()),
-                    os.path.join(figures_dir, f"{suite_name}_curves"),
-                    **small)
-    plot_flops(points, os.path.join(figures_dir, f"{suite_name}_flops"),
-               **small)
+                    figures / f"{suite_name}_curves", **small)
+    plot_flops(points, figures / f"{suite_name}_flops", **small)
   summary["train_wall_s"] = sum(m["train_wall_s"] for m in finished)
   summary["eval_wall_s"] = sum(m["eval_wall_s"] for m in finished)
   for m in finished:
     m.pop("config", None)
-  runner.write_json(os.path.join(workdir, "summary.json"), summary)
+  runner.write_json(workdir / "summary.json", summary)
   return summary

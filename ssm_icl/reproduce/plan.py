@@ -52,7 +52,7 @@ class Run:
   @property
   def relpath(self) -> str:
     """Directory of the run under the suite's workdir: <group>/<label>."""
-    return os.path.join(self.group, self.label)
+    return f"{self.group}/{self.label}"  # "/" in URLs (gs://) too
 
 
 def import_configs() -> None:

@@ -9,28 +9,31 @@ For every run of the plan (`plan.plan_runs`), in order:
      saves the current step before it stops);
   3. evaluate the final parameters on the suite's fixed evaluation prompts
      (`ssm_icl.eval.evaluate`) into `<run dir>/eval/results.json`;
-  4. write `DONE.json` (atomically, only now), then the task's baselines
+  4. write `DONE.json` (atomically, only now; on GCS only if absent), then
+     the task's baselines
      (`<group>/baselines.json`, once per task, on the same prompts).
 Each training session of a run is appended to `<run dir>/sessions.jsonl`
 (start and end step, wall time), so the steps trained across restarts can
 be audited. SIGTERM or Ctrl-C stop the suite at the next step or between
-phases; the same command resumes it.
+phases; the same command resumes it. The workdir may be local or gs://
+(`ssm_icl.paths`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import threading
 import time
 from typing import Any, Callable, Sequence
 
+from etils import epath
 import ml_collections
 
 from ssm_icl import baselines as baselines_lib
 from ssm_icl import models
+from ssm_icl import paths
 from ssm_icl.eval import icl_curves
 from ssm_icl.eval import report
 from ssm_icl.reproduce import plan as plan_lib
@@ -40,7 +43,7 @@ from ssm_icl.train import metrics as metrics_lib
 
 MARKER = "DONE.json"
 SESSIONS = "sessions.jsonl"
-RESULTS = os.path.join("eval", "results.json")
+RESULTS = "eval/results.json"
 BASELINES = "baselines.json"
 PLAN = "plan.json"
 _CHECKED = ("model.", "task.", "train.")
@@ -103,28 +106,37 @@ class StopFlag:
     self._previous.clear()
 
 
-def write_json(path: str, value: Any) -> None:
+def _json_text(value: Any) -> str:
+  return json.dumps(value, indent=1, allow_nan=False) + "\n"
+
+
+def write_json(path: paths.PathLike, value: Any) -> None:
   """Writes JSON atomically (a kill never leaves a half-written file)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1, allow_nan=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  paths.write_text(path, _json_text(value))
 
 
-def read_json(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+def write_marker(path: paths.PathLike, value: Any) -> None:
+  """Writes a DONE marker: atomically, and never over an existing one.
+
+  Raises:
+    FileExistsError: another process finished the run first.
+  """
+  if not paths.create_text(path, _json_text(value)):
+    raise FileExistsError(f"{path} appeared while this run was training; "
+                          "is another suite running in the same workdir?")
 
 
-def read_sessions(run_dir: str) -> list[dict[str, Any]]:
+def read_json(path: paths.PathLike) -> Any:
+  return json.loads(epath.Path(path).read_text())
+
+
+def read_sessions(run_dir: paths.PathLike) -> list[dict[str, Any]]:
   """The training sessions recorded for a run (oldest first)."""
-  path = os.path.join(run_dir, SESSIONS)
-  if not os.path.exists(path):
+  path = epath.Path(run_dir) / SESSIONS
+  if not path.exists():
     return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]
 
 
 def resolved_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -143,15 +155,15 @@ def config_differences(saved: dict[str, Any],
           if k.startswith(_CHECKED) and a.get(k) != b.get(k)]
 
 
-def finished_marker(run_dir: str, planned: dict[str, Any]
+def finished_marker(run_dir: paths.PathLike, planned: dict[str, Any]
                     ) -> dict[str, Any] | None:
   """The run's DONE marker, or None if it has not finished.
 
   Raises:
     ValueError: the run finished with a different config than planned.
   """
-  path = os.path.join(run_dir, MARKER)
-  if not os.path.exists(path):
+  path = epath.Path(run_dir) / MARKER
+  if not path.exists():
     return None
   marker = read_json(path)
   diff = config_differences(marker["config"], planned)
@@ -163,9 +175,9 @@ def finished_marker(run_dir: str, planned: dict[str, Any]
   return marker
 
 
-def _latest_step(run_dir: str) -> int:
+def _latest_step(run_dir: paths.PathLike) -> int:
   """Step of the newest complete checkpoint of a run (0 if none)."""
-  if not os.path.isdir(os.path.join(run_dir, ckpt_lib.CHECKPOINT_DIR)):
+  if not (epath.Path(run_dir) / ckpt_lib.CHECKPOINT_DIR).is_dir():
     return 0
   ckpt = ckpt_lib.Checkpointer(run_dir, every=1, max_to_keep=None,
                                async_save=False)
@@ -206,7 +218,7 @@ def _eta(elapsed: float, done_work: float, remaining: float) -> str:
   return metrics_lib.format_duration(elapsed / done_work * remaining)
 
 
-def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
+def run_suite(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
               sweep: Sequence[tuple[str, list[Any]]] = (),
               tasks: Sequence[str] | None = None,
               families: Sequence[str] | None = None,
@@ -215,7 +227,8 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
 
   Args:
     suite: a suite from configs/suites.py (`plan.suite_config`).
-    workdir: the suite's directory; runs go to <workdir>/<task>/<model>/.
+    workdir: the suite's directory (local or gs://); runs go to
+      <workdir>/<task>/<model>/.
     sweep: from `plan.parse_sweep`.
     tasks: only these tasks (None: all).
     families: only these families (None: all).
@@ -231,16 +244,16 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
   """
   start_time = time.perf_counter()
   runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=tasks, families=families)
-  loop.check_workdir(workdir)
+  workdir = loop.check_workdir(workdir)
   costs = [plan_lib.training_flops(r.config) for r in runs]
   planned = [resolved_config(r.config) for r in runs]
-  write_json(os.path.join(workdir, PLAN), {
+  write_json(workdir / PLAN, {
       "suite": suite.to_dict(), "sweep": [list(s) for s in sweep],
       "runs": [{"relpath": r.relpath, "task": r.task, "family": r.family,
                 "label": r.label, "group": r.group, **c}
                for r, c in zip(runs, costs)]})
   # Finished runs are found (and their configs checked) before any work.
-  markers = [finished_marker(os.path.join(workdir, r.relpath), p)
+  markers = [finished_marker(workdir / r.relpath, p)
              for r, p in zip(runs, planned)]
   remaining = sum(c["train_flops"] for c, m in zip(costs, markers) if not m)
   n, done_work = len(runs), 0.0
@@ -250,7 +263,7 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
   done, trained, interrupted = [], [], False
   with StopFlag() as stop:
     for i, (run, cost, config) in enumerate(zip(runs, costs, planned)):
-      run_dir = os.path.join(workdir, run.relpath)
+      run_dir = workdir / run.relpath
       tag = f"[run {i + 1}/{n}] {run.group} / {run.label}"
       if markers[i] is None:
         elapsed = time.perf_counter() - start_time
@@ -262,11 +275,9 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
         t0 = time.perf_counter()
         result = loop.train_and_evaluate(run.config, run_dir)
         train_s = time.perf_counter() - t0
-        with open(os.path.join(run_dir, SESSIONS), "a",
-                  encoding="utf-8") as f:
-          f.write(json.dumps({"start_step": first, "end_step": result.step,
-                              "wall_s": train_s,
-                              "interrupted": result.interrupted}) + "\n")
+        paths.append_text(run_dir / SESSIONS, json.dumps(
+            {"start_step": first, "end_step": result.step, "wall_s": train_s,
+             "interrupted": result.interrupted}) + "\n")
         trained.append(run.relpath)
         if result.interrupted or stop.requested:
           interrupted = True
@@ -274,7 +285,7 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
         t0 = time.perf_counter()
         results = evaluate_model(run, result.state.params, suite.eval)
         results["step"] = result.step
-        icl_curves.save_results(results, os.path.join(run_dir, RESULTS))
+        icl_curves.save_results(results, run_dir / RESULTS)
         sessions = read_sessions(run_dir)
         markers[i] = {
             "config": config, "task": run.task, "family": run.family,
@@ -284,7 +295,7 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
             "eval_wall_s": time.perf_counter() - t0,
             "final_train_loss": result.last_metrics.get("train/loss"),
             **cost}
-        write_json(os.path.join(run_dir, MARKER), markers[i])
+        write_marker(run_dir / MARKER, markers[i])
         done_work += cost["train_flops"]
         remaining -= cost["train_flops"]
         error = report.summary_error(results, run.label)
@@ -296,8 +307,8 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: str, *,
         out(f"{tag} finished earlier; skipped.")
       done.append(run.relpath)
       if suite.eval.baselines:
-        path = os.path.join(workdir, run.group, BASELINES)
-        if not os.path.exists(path) and not stop.requested:
+        path = workdir / run.group / BASELINES
+        if not path.exists() and not stop.requested:
           t0 = time.perf_counter()
           write_json(path, evaluate_baselines(run, suite.eval))
           out(f"{run.group}: baselines evaluated in "

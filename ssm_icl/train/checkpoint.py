@@ -5,9 +5,14 @@ Layout: `workdir/checkpoints/<step>/{state, meta}`. `state` is the unboxed
 `meta` is JSON: the full config, the step, the `ssm_icl` version, the mesh
 shape and the device/process counts.
 
+The workdir may be local or gs:// (`ssm_icl.paths`); Orbax gets the
+`epath.Path` unchanged and writes arrays through tensorstore.
+
 Resume policy (`Checkpointer.restore_latest`):
 * Orbax lists only complete checkpoints; a save cut short by a kill leaves a
-  `<step>.orbax-checkpoint-tmp-*` directory, which is reported and ignored.
+  `<step>.orbax-checkpoint-tmp-*` directory (locally) or a `<step>` prefix
+  without Orbax's commit file (on GCS, which has no rename), which is
+  reported and ignored.
 * The newest complete checkpoint whose config is compatible is restored. An
   incompatible config (different architecture, task, seed, batch size or
   optimiser structure) raises a ValueError naming every differing field.
@@ -28,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 import datetime
 import json
-import os
 import signal
 import threading
 from typing import Any
@@ -40,6 +44,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import ssm_icl
+from ssm_icl import paths
 
 CHECKPOINT_DIR = "checkpoints"
 _TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -124,11 +129,11 @@ class Checkpointer:
   Every process must create it and call `save`/`restore_latest` in step.
 
   Attributes:
-    directory: `workdir/checkpoints`.
+    directory: `workdir/checkpoints` (an `epath.Path`, local or gs://).
     manager: the underlying `ocp.CheckpointManager`.
   """
 
-  def __init__(self, workdir: str, *, every: int, max_to_keep: int | None,
+  def __init__(self, workdir: paths.PathLike, *, every: int, max_to_keep: int | None,
                async_save: bool = True):
     if every <= 0:
       raise ValueError(f"ckpt.every={every} must be positive.")
@@ -137,7 +142,7 @@ class Checkpointer:
           f"ckpt.max_to_keep={max_to_keep} must be positive (or None to keep "
           "every checkpoint).")
     self.every = every
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.directory = paths.workdir_path(workdir) / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every, max_to_keep=max_to_keep,
         enable_async_checkpointing=async_save, create=True)
@@ -175,10 +180,18 @@ class Checkpointer:
         force=True)
 
   def partial_saves(self) -> list[str]:
-    """Names of directories left by saves that never completed."""
-    if not os.path.isdir(self.directory):
+    """Names of directories left by saves that never completed.
+
+    Locally those are Orbax's `<step>.orbax-checkpoint-tmp-*` directories;
+    on GCS, saves write `<step>` in place and finish with a commit file, so
+    a step directory that Orbax does not list is a partial save.
+    """
+    if not self.directory.is_dir():
       return []
-    return sorted(n for n in os.listdir(self.directory) if _TMP_MARKER in n)
+    complete = {str(s) for s in self.all_steps()}
+    return sorted(p.name for p in self.directory.iterdir()
+                  if _TMP_MARKER in p.name
+                  or (p.name.isdigit() and p.name not in complete))
 
   def read_meta(self, step: int) -> dict[str, Any]:
     """The JSON metadata of the checkpoint at `step`."""
@@ -284,9 +297,9 @@ class Checkpointer:
     """Renames an unreadable checkpoint so Orbax can save that step again."""
     if jax.process_index() == 0:
       stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-      src = os.path.join(self.directory, str(step))
-      dst = f"{src}.unreadable-{stamp}"
-      os.rename(src, dst)
+      src = self.directory / str(step)
+      dst = src.parent / f"{src.name}.unreadable-{stamp}"
+      src.rename(dst)
       logging.warning("Renamed unreadable checkpoint %s to %s.", src, dst)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"ssm_icl_set_aside_{step}")

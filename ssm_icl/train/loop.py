@@ -27,17 +27,17 @@ import collections
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from typing import Any
 
 from absl import logging
+from etils import epath
 from flax import linen as nn
 import jax
 import ml_collections
 import numpy as np
 
 from ssm_icl import models
+from ssm_icl import paths
 from ssm_icl import tasks
 from ssm_icl.parallel import distributed
 from ssm_icl.parallel import mesh as mesh_lib
@@ -82,18 +82,14 @@ def console(message: str) -> None:
   logging.info(message)
 
 
-def check_workdir(workdir: str) -> None:
-  """Raises ValueError unless `workdir` can be created and written."""
-  if "://" in workdir:  # object stores: Orbax checks them itself
-    return
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check"):
-      pass
-  except OSError as e:
-    raise ValueError(
-        f"workdir={workdir!r} is not writable ({type(e).__name__}: {e}); "
-        "pass a --workdir you can write to.") from None
+def check_workdir(workdir: paths.PathLike) -> epath.Path:
+  """The workdir as an `epath.Path`, created and checked writable.
+
+  Raises:
+    UserError: (a ValueError) naming the workdir when it cannot be used
+      (unsupported scheme, missing bucket, not writable).
+  """
+  return paths.check_writable(workdir)
 
 
 def resolve_config(config: ml_collections.ConfigDict,
@@ -129,15 +125,16 @@ def build(config: ml_collections.ConfigDict) -> tuple[Any, Any, Any, Any]:
   return task, curriculum, model_cfg, resolved
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: paths.PathLike, *,
                        devices: list[jax.Device] | None = None
                        ) -> TrainResult:
   """Trains (or resumes) the run described by `config` in `workdir`.
 
   Args:
     config: a config from `configs/*.py` (see docs/TRAINING.md).
-    workdir: run directory: checkpoints/, metrics.jsonl, tensorboard/,
-      config.json.
+    workdir: run directory, local or gs://bucket/path: checkpoints/,
+      metrics.jsonl, tensorboard/, config.json.
     devices: devices of the mesh (default: all devices of all processes).
 
   Returns:
@@ -148,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     NonFiniteLossError: the loss became NaN/Inf (the message names the step).
   """
   # ---------------------------------------------------------- 1. workdir
-  check_workdir(workdir)
+  workdir = check_workdir(workdir)
   tcfg = config.train
   if tcfg.matmul_precision not in PRECISIONS:
     raise ValueError(f"train.matmul_precision={tcfg.matmul_precision!r} is "
@@ -198,9 +195,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # Written only now: an incompatible config must not overwrite the
     # config.json of the run whose checkpoint it failed to resume.
     if distributed.is_main_process():
-      with open(os.path.join(workdir, "config.json"), "w",
-                encoding="utf-8") as f:
-        json.dump(config_dict, f, indent=2)
+      paths.write_text(workdir / "config.json",
+                       json.dumps(config_dict, indent=2))
     writer = metrics_lib.MetricWriter(
         workdir, enabled=distributed.is_main_process())
     writer.truncate_after(start)
@@ -305,6 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           if stop or step == total or ckpt.should_save(step):
             drain()  # never save a state whose loss history is non-finite
             ckpt.save(step, state, ckpt_lib.make_meta(config_dict, step, mesh))
+            writer.flush()  # on GCS: store the records up to the checkpoint
           if stop:
             interrupted = True
             console(f"Stopping at step {step} "

@@ -4,7 +4,13 @@ parameter/sharding overview printed at start-up.
 Only process 0 writes files or prints; the other processes get writers that do
 nothing, so the training loop never branches on the process index itself.
 TensorBoard event files come from tensorboardX, which has no TensorFlow
-dependency.
+dependency and writes gs:// logdirs itself (through google-cloud-storage).
+
+The workdir may be local or gs:// (`ssm_icl.paths`). Locally every record is
+appended to metrics.jsonl at once; an object cannot be appended to, so on
+GCS the records are kept in memory and the whole file is uploaded by
+`flush()` (the loop flushes after each checkpoint save, so the records up to
+a checkpoint are always stored with it) and at most every `flush_secs`.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 import json
 import math
-import os
 import time
 from typing import Any
 
 from flax import linen as nn
 import jax
 import numpy as np
+
+from ssm_icl import paths
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -28,20 +35,35 @@ class MetricWriter:
   """Appends scalar metrics to `workdir/metrics.jsonl` and TensorBoard.
 
   Attributes:
-    path: the JSONL file.
+    path: the JSONL file (an `epath.Path`).
     enabled: False on processes other than 0 (then every method is a no-op).
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True,
-               tensorboard: bool = True):
-    self.path = os.path.join(workdir, METRICS_FILE)
+  def __init__(self, workdir: paths.PathLike, *, enabled: bool = True,
+               tensorboard: bool = True, flush_secs: float = 60.0,
+               clock=time.monotonic):
+    self.path = paths.workdir_path(workdir) / METRICS_FILE
     self.enabled = enabled
     self._tb = None
+    # Object stores: the file's lines, uploaded whole by `flush`.
+    self._buffered = paths.is_object_store(self.path)
+    self._lines = None
+    self._dirty = False
+    self._flush_secs = flush_secs
+    self._clock = clock
+    self._last_upload = clock()
     if enabled and tensorboard:
       # Imported lazily: tensorboardX pulls in protobuf, which slows imports.
       import tensorboardX  # pylint: disable=g-import-not-at-top
       self._tb = tensorboardX.SummaryWriter(
-          logdir=os.path.join(workdir, TENSORBOARD_DIR))
+          logdir=str(self.path.parent / TENSORBOARD_DIR))
+
+  def _stored_lines(self) -> list[str]:
+    """The lines of the stored file (read once when buffered)."""
+    if self._lines is None:
+      text = self.path.read_text() if self.path.exists() else ""
+      self._lines = text.splitlines(keepends=True)
+    return self._lines
 
   def truncate_after(self, step: int) -> None:
     """Drops JSONL records with a step > `step` (left by a killed run).
@@ -52,21 +74,22 @@ class MetricWriter:
     Args:
       step: the step training resumes from.
     """
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not self.path.exists():
       return
     kept = []
-    with open(self.path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          continue  # a line cut short by a kill
-        if record.get("step", 0) <= step:
-          kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    for line in self._stored_lines() if self._buffered else (
+        self.path.read_text().splitlines(keepends=True)):
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # a line cut short by a kill
+      if record.get("step", 0) <= step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if self._buffered:
+      self._lines, self._dirty = kept, True
+      self.flush()
+    else:
+      paths.write_text(self.path, "".join(kept))
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Writes one record: `{"step": step, **scalars}`.
@@ -78,18 +101,30 @@ class MetricWriter:
     if not self.enabled:
       return
     values = {k: _to_python(v) for k, v in scalars.items()}
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps({"step": int(step), **values}) + "\n")
+    line = json.dumps({"step": int(step), **values}) + "\n"
+    if self._buffered:
+      self._stored_lines().append(line)
+      self._dirty = True
+      if self._clock() - self._last_upload >= self._flush_secs:
+        self.flush()
+    else:
+      paths.append_text(self.path, line)
     if self._tb is not None:
       for name, value in values.items():
         if isinstance(value, (int, float)):
           self._tb.add_scalar(name, value, int(step))
 
   def flush(self) -> None:
+    """Stores what was written so far (uploads metrics.jsonl on GCS)."""
+    if self._buffered and self._dirty:
+      paths.write_text(self.path, "".join(self._stored_lines()))
+      self._dirty = False
+      self._last_upload = self._clock()
     if self._tb is not None:
       self._tb.flush()
 
   def close(self) -> None:
+    self.flush()
     if self._tb is not None:
       self._tb.close()
       self._tb = None
@@ -104,11 +139,10 @@ def _to_python(value: Any) -> Any:
   return value
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
+def read_metrics(workdir: paths.PathLike) -> list[dict[str, Any]]:
   """The records of `workdir/metrics.jsonl`, in file order."""
-  path = os.path.join(workdir, METRICS_FILE)
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (paths.workdir_path(workdir) / METRICS_FILE).read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def format_duration(seconds: float) -> str:

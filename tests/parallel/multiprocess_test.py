@@ -1,4 +1,8 @@
-"""2 processes x 4 devices (jax.distributed on 127.0.0.1) match 1 x 8."""
+"""2 processes x 4 devices (jax.distributed on 127.0.0.1) match 1 x 8.
+
+Both processes write one workdir: a local directory, or a gs:// bucket on
+the local GCS emulator (tests/gcs_emulator.py), as on a TPU pod.
+"""
 
 import os
 import shutil
@@ -13,6 +17,7 @@ import pytest
 from configs import linear_regression
 from ssm_icl.train import loop
 from ssm_icl.train import metrics
+from tests import gcs_emulator
 from tests.train import cli_util
 
 _STEPS = 10
@@ -28,13 +33,21 @@ def _free_port():
 @pytest.mark.multiprocess
 class MultiProcessTest(absltest.TestCase):
 
-  def test_two_processes_match_one_process(self):
-    root = absltest.get_default_test_tmpdir()
-    one_dir = os.path.join(root, "mp_one")
-    two_dir = os.path.join(root, "mp_two")
-    for d in (one_dir, two_dir):
-      shutil.rmtree(d, ignore_errors=True)
+  _one = None  # the 1 x 8 reference run, shared by the tests
 
+  @classmethod
+  def _reference(cls):
+    """(TrainResult, workdir) of the 1 x 8 run in this process."""
+    if cls._one is None:
+      one_dir = os.path.join(absltest.get_default_test_tmpdir(), "mp_one")
+      shutil.rmtree(one_dir, ignore_errors=True)
+      config = linear_regression.get_config("mamba,tiny")
+      config.train.update(_TRAIN)
+      config.ckpt.every = 5
+      cls._one = (loop.train_and_evaluate(config, one_dir), one_dir)
+    return cls._one
+
+  def _check_two_processes(self, two_dir):
     # 2 processes x 4 CPU devices, both writing the same workdir.
     port = _free_port()
     overrides = [f"--config.train.{k}={v}" for k, v in _TRAIN.items()]
@@ -47,10 +60,7 @@ class MultiProcessTest(absltest.TestCase):
                        stderr=subprocess.PIPE)
         for i in range(2)]
     # The 1 x 8 run in this process overlaps with the subprocesses' start.
-    config = linear_regression.get_config("mamba,tiny")
-    config.train.update(_TRAIN)
-    config.ckpt.every = 5
-    one = loop.train_and_evaluate(config, one_dir)
+    one, one_dir = self._reference()
     outputs = [p.communicate(timeout=300) for p in processes]
     for i, (p, (out, err)) in enumerate(zip(processes, outputs)):
       self.assertEqual(p.returncode, 0, f"process {i}: {err[-3000:]}")
@@ -71,6 +81,14 @@ class MultiProcessTest(absltest.TestCase):
     for name, value in flat.items():
       np.testing.assert_allclose(params[name], value, rtol=1e-5, atol=1e-7,
                                  err_msg=name)
+
+  def test_two_processes_match_one_process(self):
+    two_dir = os.path.join(absltest.get_default_test_tmpdir(), "mp_two")
+    shutil.rmtree(two_dir, ignore_errors=True)
+    self._check_two_processes(two_dir)
+
+  def test_two_processes_on_a_gcs_workdir(self):
+    self._check_two_processes(gcs_emulator.new_bucket("multihost") + "/run")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 
+from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -83,8 +84,11 @@ def checkpoint_names(workdir: str) -> list[str]:
 
 
 def saved_params(workdir: str, step: int) -> dict[str, np.ndarray]:
-  """The parameters saved at `step`, as flat {path: numpy array}."""
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  """The parameters saved at `step`, as flat {path: numpy array}.
+
+  `workdir` may be local or gs:// (see tests/gcs_emulator.py).
+  """
+  path = epath.Path(workdir) / "checkpoints" / str(step) / "state"
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   with ocp.StandardCheckpointer() as checkpointer:
     # Restore onto one local device, whatever mesh wrote the checkpoint.
