@@ -114,7 +114,6 @@ class PallasValuesAndGradsTest(parameterized.TestCase):
   @parameterized.parameters(
       # Through `selective_scan(impl="pallas")`, CPU tiling (one tile).
       dict(options="full", platform=None, tile_e=None),
-      dict(options="plain", platform=None, tile_e=None),
       # The GPU and TPU variants' tiling and padding, interpreted; a ragged
       # last channel tile (5 channels in tiles of 4).
       dict(options="full", platform="gpu", tile_e=4),
