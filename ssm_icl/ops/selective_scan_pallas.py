@@ -23,6 +23,12 @@ time with delta = _PAD_DELTA, for which softplus(delta + dt_bias) and its
 derivative are exactly 0, so padded steps leave the state unchanged and
 contribute nothing to any gradient.
 
+Known limits (untested on devices): the TPU variant keeps whole-sequence
+blocks in VMEM (u, delta, z, y and, backward, their grads: [l, 128] each),
+which bounds L; and XLA does not partition the kernel's custom call, so
+under a multi-device jit the batch would be gathered onto each device
+(running it per device needs a `jax.shard_map` over the batch, not done).
+
 Shape letters: b batch, l length, e d_inner, n d_state, c chunks.
 """
 
