@@ -27,6 +27,11 @@ After an intended numerical change, regenerate (on that machine type) with
   SSM_ICL_UPDATE_GOLDEN=1 python -m pytest tests/golden_test.py -q
 
 and commit the JSON with the change that explains it.
+
+The same values must come out with the fused Pallas selective scan forced
+(interpret mode on CPU; slow, so not part of the default suite):
+
+  SSM_ICL_GOLDEN_SCAN_IMPL=pallas python -m pytest tests/golden_test.py -q
 """
 
 import json
