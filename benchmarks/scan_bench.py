@@ -6,6 +6,9 @@ warm-up, `block_until_ready`) and reads XLA's temp memory
 (`compiled.memory_analysis()`) and compile time of:
 
 * `selective_scan` with impl SEQUENTIAL, ASSOCIATIVE, CHUNKED and AUTO,
+* the fused Pallas kernel (PALLAS) on GPU/TPU; on CPU, where Pallas runs
+  only in interpret mode, its row says "not measured" unless `--interpret`
+  asks for the (meaningless for speed) interpreted kernel,
 * `selective_scan_naive` (materialised [b, l, e, n] + associative scan, no
   remat): the baseline,
 * an exp-throughput floor, `sum(exp(x))` over b * l * e * n elements: the
@@ -17,6 +20,11 @@ peers measured in the same process; absolute times depend on the machine and
 its load. Uses JAX's default backend (CPU, GPU or TPU).
 
   python benchmarks/scan_bench.py [--quick] [--out FILE.json]
+
+The kernel's targets (issue: fused kernels) are printed as ratios when the
+PALLAS and CHUNKED rows are both measured: forward+backward at least 5x
+faster than CHUNKED with no more temp memory (b=64, l=2048, e=512, n=16:
+`--lengths 2048 --d-model 256`).
 """
 
 from __future__ import annotations
@@ -32,8 +40,11 @@ import jax.numpy as jnp
 
 from ssm_icl.ops import selective_scan as selective_scan_lib
 
-_IMPLS = ("sequential", "associative", "chunked", "auto")
+_IMPLS = ("sequential", "associative", "chunked", "auto", "pallas")
 _NAIVE = "naive"
+_PALLAS = "pallas"
+_NOT_MEASURED = ("not measured: Pallas runs only in interpret mode on CPU "
+                 "(pass --interpret to time the interpreter anyway)")
 _MB = 1e6
 
 
@@ -113,8 +124,12 @@ def exp_floor_ms(n_elements, repeats):
 
 
 def run(lengths, batch, d_inner, d_state, repeats, max_run_bytes, variants,
-        log=print):
-  """Benchmarks `variants` at each length; returns a list of result rows."""
+        log=print, interpret=False):
+  """Benchmarks `variants` at each length; returns a list of result rows.
+
+  On CPU the PALLAS variant gets a row with a "note" and no numbers unless
+  `interpret` is set.
+  """
   rows = []
   for length in lengths:
     inputs = make_inputs(jax.random.PRNGKey(0), batch, length, d_inner,
@@ -129,6 +144,13 @@ def run(lengths, batch, d_inner, d_state, repeats, max_run_bytes, variants,
     for name, chunk_size in variants:
       f = make_variant(name, chunk_size)
       label = name if chunk_size is None else f"{name}[t={chunk_size}]"
+      if name == _PALLAS and jax.default_backend() == "cpu":
+        if not interpret:
+          rows.append({"variant": label, "length": length, "fwd": None,
+                       "grad": None, "note": _NOT_MEASURED})
+          log(f"l={length} {label}: {_NOT_MEASURED}")
+          continue
+        label += "[interpret]"
       fwd = measure(f, args, repeats, max_run_bytes)
       grad = measure(_grad_fn(f), args + (cotangent,), repeats,
                      max_run_bytes)
@@ -161,6 +183,9 @@ def table(rows):
       if name == "exp_floor":
         lines.append(f"{name:<18} {length:>5} {floor:>9.1f}")
         continue
+      if row.get("note"):
+        lines.append(f"{name:<18} {length:>5} {row['note']}")
+        continue
       fwd, grad = row["fwd"], row["grad"]
       lines.append(
           f"{name:<18} {length:>5} {fmt(fwd['ms'], '9.1f')} "
@@ -170,7 +195,20 @@ def table(rows):
           f"{fmt(_ratio(naive and naive['fwd']['ms'], fwd['ms']), '9.1f')} "
           f"{fmt(_ratio(naive and naive['grad']['ms'], grad['ms']), '10.1f')} "
           f"{fmt(_ratio(fwd['ms'], floor), '9.2f')}")
+    lines += _kernel_targets(length, group)
   return "\n".join(lines)
+
+
+def _kernel_targets(length, group):
+  """The PALLAS-vs-CHUNKED target lines, when both were timed."""
+  pallas, chunked = group.get(_PALLAS), group.get("chunked")
+  if not (pallas and chunked and pallas.get("grad") and chunked.get("grad")
+          and pallas["grad"]["ms"] and chunked["grad"]["ms"]):
+    return []
+  speedup = chunked["grad"]["ms"] / pallas["grad"]["ms"]
+  memory = pallas["grad"]["temp_mb"] / max(chunked["grad"]["temp_mb"], 1e-9)
+  return [f"  l={length}: PALLAS fwd+bwd {speedup:.2f}x faster than CHUNKED "
+          f"(target >= 5), temp memory {memory:.2f}x CHUNKED's (target <= 1)"]
 
 
 def main(argv=None):
@@ -190,9 +228,12 @@ def main(argv=None):
                       "4 on CPU, 32 elsewhere)")
   parser.add_argument("--impls", nargs="+", default=list(_IMPLS) + [_NAIVE],
                       help="variants to run")
+  parser.add_argument("--interpret", action="store_true",
+                      help="on CPU, time the Pallas kernel in interpret mode "
+                      "(slow; says nothing about GPU/TPU speed)")
   parser.add_argument("--chunk-sizes", type=int, nargs="*", default=[],
-                      help="also time the SEQUENTIAL and CHUNKED variants "
-                      "among --impls at these chunk sizes")
+                      help="also time the SEQUENTIAL, CHUNKED and PALLAS "
+                      "variants among --impls at these chunk sizes")
   args = parser.parse_args(argv)
 
   lengths = [82] if args.quick else args.lengths
@@ -203,13 +244,14 @@ def main(argv=None):
     max_gb = 4.0 if backend == "cpu" else 32.0
   variants = [(name, None) for name in args.impls]
   variants += [(name, t) for t in args.chunk_sizes for name in args.impls
-               if name in ("sequential", "chunked")]
+               if name in ("sequential", "chunked", _PALLAS)]
   print(f"backend {backend}, devices {jax.devices()}, b={args.batch}, "
         f"e={2 * args.d_model}, n={args.d_state}, lengths {lengths}, "
         f"repeats {repeats}, run if temp <= {max_gb} GB", flush=True)
   rows = run(lengths, args.batch, 2 * args.d_model, args.d_state, repeats,
              max_gb * 1e9, variants,
-             log=lambda s: print(s, file=sys.stderr, flush=True))
+             log=lambda s: print(s, file=sys.stderr, flush=True),
+             interpret=args.interpret)
   print(table(rows))
   if args.out:
     with open(args.out, "w") as f:

@@ -27,6 +27,11 @@ After an intended numerical change, regenerate (on that machine type) with
   SSM_ICL_UPDATE_GOLDEN=1 python -m pytest tests/golden_test.py -q
 
 and commit the JSON with the change that explains it.
+
+The same values must come out with the fused Pallas selective scan forced
+(interpret mode on CPU; slow, so not part of the default suite):
+
+  SSM_ICL_GOLDEN_SCAN_IMPL=pallas python -m pytest tests/golden_test.py -q
 """
 
 import json
@@ -55,6 +60,10 @@ ATOL_FRACTION = 1e-5
 GOLDEN = os.path.join(os.path.dirname(__file__), "testdata",
                       "golden_losses.json")
 UPDATE = os.environ.get("SSM_ICL_UPDATE_GOLDEN") == "1"
+# Forces the selective-scan schedule (config.model.scan_impl) of every run,
+# e.g. "pallas" for the fused kernel (interpret mode on CPU); the golden
+# values must not depend on the schedule.
+SCAN_IMPL = os.environ.get("SSM_ICL_GOLDEN_SCAN_IMPL")
 
 
 def golden_config(family):
@@ -64,6 +73,8 @@ def golden_config(family):
   config.train.eval_every = 0
   config.ckpt.every = 1000
   config.ckpt.async_save = False
+  if SCAN_IMPL:
+    config.model.scan_impl = SCAN_IMPL
   return config
 
 

@@ -26,6 +26,8 @@ b=64, l=2048, e=256. Every schedule here avoids that:
 * CHUNKED: `lax.scan` over `jax.checkpoint`-ed chunks; each chunk
   materialises its [t, b, n, e] tensors, runs an associative (GPU/TPU) or
   sequential (CPU) scan on them and contracts with C inside the chunk.
+* PALLAS: the fused kernels of `selective_scan_pallas` (interpret mode on
+  CPU); never picked by AUTO, as no GPU/TPU measurement exists yet.
 
 Shape letters: b batch, l length, e d_inner (channels), n d_state, c number
 of chunks, t steps per chunk.
@@ -40,6 +42,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from ssm_icl.ops import scan as scan_lib
+from ssm_icl.ops import selective_scan_pallas
 
 ScanImpl = scan_lib.ScanImpl
 _F32 = jnp.float32
@@ -280,9 +283,9 @@ def selective_scan(
     z: optional [b, l, e] gate; the output is multiplied by silu(z).
     h0: optional [b, e, n] initial state.
     impl: a `ScanImpl` or its string value; AUTO resolves by platform.
-    chunk_size: steps per chunk for SEQUENTIAL and CHUNKED (None:
-      `default_chunk_size`); the backward pass saves one state per chunk.
-      Ignored by ASSOCIATIVE.
+    chunk_size: steps per chunk for SEQUENTIAL, CHUNKED and PALLAS (None:
+      `default_chunk_size`, or the kernel's platform default); the backward
+      pass saves one state per chunk. Ignored by ASSOCIATIVE.
     return_last_state: also return the final state.
     inner_impl: the scan inside a CHUNKED chunk, "associative" or
       "sequential"; None or "auto" picks sequential on CPU, associative
@@ -306,6 +309,11 @@ def selective_scan(
     raise ValueError(f"inner_impl must be 'associative' or 'sequential', "
                      f"got {inner_impl!r}.")
   _check_shapes(u, delta, A_log, B, C, D, dt_bias, z, h0)
+  if impl is ScanImpl.PALLAS:
+    y, h_last = selective_scan_pallas.selective_scan_pallas(
+        u, delta, A_log, B, C, D, dt_bias=dt_bias, z=z, h0=h0,
+        chunk_size=chunk_size)
+    return (y, h_last) if return_last_state else y
   if chunk_size is None and impl is not ScanImpl.ASSOCIATIVE:
     chunk_size = default_chunk_size(impl, u.shape[1])
   if chunk_size is not None:

@@ -68,7 +68,8 @@ def _apply(mixer, variables, h):
 class MambaMixerTest(parameterized.TestCase):
 
   @parameterized.named_parameters(("sequential", "sequential"),
-                                  ("chunked", "chunked"))
+                                  ("chunked", "chunked"),
+                                  ("pallas", "pallas"))  # interpret on CPU
   def test_matches_per_step_recomputation(self, scan_impl):
     h = jax.random.normal(jax.random.key(1), (2, 9, _D_MODEL))
     mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4, scan_impl=scan_impl,
