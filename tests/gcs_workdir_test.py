@@ -1,12 +1,13 @@
 """Object-store workdirs end to end: the CLIs on gs:// (a local emulator).
 
-Every GCS client of the stack (gcsfs for files, tensorstore for Orbax's
-arrays, google-cloud-storage for TensorBoard) talks to the fake-gcs-server
+Both GCS clients of the stack (gcsfs for files and TensorBoard events,
+tensorstore for Orbax's arrays) talk to the fake-gcs-server
 of tests/gcs_emulator.py on 127.0.0.1, each test with its own bucket:
 * a run with --workdir=gs://... is SIGKILLed after its first checkpoints,
   resumed, and ends bit-identical to an uninterrupted local run;
 * `python -m ssm_icl.eval` evaluates it and writes its outputs there;
-* the reproduce CLI runs (and, run again, skips) a smoke-suite run there.
+* the reproduce CLI runs a smoke-suite run there, and skips it when the
+  suite runs again.
 The two-process variant is in tests/parallel/multiprocess_test.py.
 """
 
@@ -20,6 +21,8 @@ from absl.testing import absltest
 from etils import epath
 import numpy as np
 
+from ssm_icl.reproduce import plan as plan_lib
+from ssm_icl.reproduce import runner
 from ssm_icl.train import checkpoint as ckpt_lib
 from tests import gcs_emulator
 from tests.train import cli_util
@@ -133,15 +136,14 @@ class ReproduceTest(absltest.TestCase):
     # comparison are written too): the same files and markers as the full
     # suite, in a tenth of its time.
     workdir = gcs_emulator.new_bucket("suite") + "/smoke"
-    args = [sys.executable, "-m", "ssm_icl.reproduce", "--suite=smoke",
-            f"--workdir={workdir}", "--tasks=linear_regression",
-            "--models=mamba"]
     env = cli_util.env()
     env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # plumbing, not speed
-    run = lambda: subprocess.run(args, cwd=cli_util.REPO, env=env, text=True,
-                                 capture_output=True, timeout=600,
-                                 check=False)
-    first = run()
+    first = subprocess.run(
+        [sys.executable, "-m", "ssm_icl.reproduce", "--suite=smoke",
+         f"--workdir={workdir}", "--tasks=linear_regression",
+         "--models=mamba"],
+        cwd=cli_util.REPO, env=env, text=True, capture_output=True,
+        timeout=600, check=False)
     self.assertEqual(first.returncode, 0, first.stderr[-3000:])
     self.assertIn("| linear_regression |", first.stdout)
     root = epath.Path(workdir)
@@ -158,9 +160,16 @@ class ReproduceTest(absltest.TestCase):
     done = marker.read_text()
     self.assertEqual(json.loads(done)["step"], 10)
 
-    again = run()
-    self.assertEqual(again.returncode, 0, again.stderr[-3000:])
-    self.assertIn("finished earlier; skipped", again.stdout)
+    # The same suite again (in this process: nothing is compiled) finds the
+    # run's marker in the bucket and skips it.
+    lines = []
+    again = runner.run_suite(plan_lib.suite_config("smoke"), workdir,
+                             tasks=["linear_regression"], families=["mamba"],
+                             out=lines.append)
+    self.assertEqual((again.done, again.trained),
+                     (["linear_regression/mamba"], []))
+    self.assertTrue(any("finished earlier; skipped" in line for line in lines),
+                    lines)
     self.assertEqual(marker.read_text(), done)
     sessions = (root / "linear_regression/mamba/sessions.jsonl").read_text()
     self.assertLen(sessions.splitlines(), 1)

@@ -133,8 +133,8 @@ class Checkpointer:
     manager: the underlying `ocp.CheckpointManager`.
   """
 
-  def __init__(self, workdir: paths.PathLike, *, every: int, max_to_keep: int | None,
-               async_save: bool = True):
+  def __init__(self, workdir: paths.PathLike, *, every: int,
+               max_to_keep: int | None, async_save: bool = True):
     if every <= 0:
       raise ValueError(f"ckpt.every={every} must be positive.")
     if max_to_keep is not None and max_to_keep <= 0:

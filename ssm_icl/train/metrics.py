@@ -4,7 +4,7 @@ parameter/sharding overview printed at start-up.
 Only process 0 writes files or prints; the other processes get writers that do
 nothing, so the training loop never branches on the process index itself.
 TensorBoard event files come from tensorboardX, which has no TensorFlow
-dependency and writes gs:// logdirs itself (through google-cloud-storage).
+dependency; gs:// event files go through epath (`_ObjectRecordWriter`).
 
 The workdir may be local or gs:// (`ssm_icl.paths`). Locally every record is
 appended to metrics.jsonl at once; an object cannot be appended to, so on
@@ -16,6 +16,7 @@ a checkpoint are always stored with it) and at most every `flush_secs`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import io
 import json
 import math
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 from flax import linen as nn
 import jax
+from etils import epath
 import numpy as np
 
 from ssm_icl import paths
@@ -52,11 +54,20 @@ class MetricWriter:
     self._flush_secs = flush_secs
     self._clock = clock
     self._last_upload = clock()
-    if enabled and tensorboard:
-      # Imported lazily: tensorboardX pulls in protobuf, which slows imports.
-      import tensorboardX  # pylint: disable=g-import-not-at-top
-      self._tb = tensorboardX.SummaryWriter(
-          logdir=str(self.path.parent / TENSORBOARD_DIR))
+    if tensorboard:
+      # Imported lazily: tensorboardX pulls in protobuf (and torch, when
+      # installed), which takes seconds. Every process imports it, so that
+      # process 0 does not fall behind the others by that time between two
+      # collectives (CPU collectives give up after 30 s).
+      # pylint: disable=g-import-not-at-top
+      import tensorboardX
+      from tensorboardX import record_writer
+      # pylint: enable=g-import-not-at-top
+      record_writer.register_writer_factory("gs",
+                                            _ObjectRecordWriterFactory())
+      if enabled:
+        self._tb = tensorboardX.SummaryWriter(
+            logdir=str(self.path.parent / TENSORBOARD_DIR))
 
   def _stored_lines(self) -> list[str]:
     """The lines of the stored file (read once when buffered)."""
@@ -128,6 +139,43 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+class _ObjectRecordWriter:
+  """A tensorboardX event file on an object store, written through epath.
+
+  Objects cannot be appended to, so the records are kept and each flush
+  (every `flush_secs` of tensorboardX's writer, and at close) uploads the
+  whole file, as tensorboardX's own gs:// writer does; this one uses the
+  workdir's GCS client (gcsfs) instead of a second one, and uploads nothing
+  from `__del__` at interpreter exit.
+  """
+
+  def __init__(self, path: str):
+    self._path = epath.Path(path)
+    self._buffer = io.BytesIO()
+    self._uploaded = -1  # bytes in the stored object
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    if self._buffer.tell() != self._uploaded:
+      self._path.write_bytes(self._buffer.getvalue())
+      self._uploaded = self._buffer.tell()
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _ObjectRecordWriterFactory:
+  """Registered with tensorboardX for gs:// logdirs."""
+
+  def open(self, path: str) -> _ObjectRecordWriter:
+    return _ObjectRecordWriter(path)
+
+  def directory_check(self, path: str) -> None:
+    del path  # object stores have no directories to create
 
 
 def _to_python(value: Any) -> Any:

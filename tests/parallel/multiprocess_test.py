@@ -53,11 +53,16 @@ class MultiProcessTest(absltest.TestCase):
     overrides = [f"--config.train.{k}={v}" for k, v in _TRAIN.items()]
     overrides += ["--config.ckpt.every=5", f"--coordinator_address=127.0.0.1:"
                   f"{port}", "--num_processes=2"]
+    # No persistent compilation cache: only process 0 writes its entries,
+    # so with a warm cache process 0 would skip compiling while process 1
+    # compiles, and on a loaded machine arrive at the first collective more
+    # than the 30 s that CPU (gloo) collectives wait for a peer.
     processes = [
         cli_util.start(cli_util.main_args(two_dir, *overrides,
                                           f"--process_id={i}"),
                        n_devices=4, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)
+                       stderr=subprocess.PIPE,
+                       env_overrides={"JAX_ENABLE_COMPILATION_CACHE": "false"})
         for i in range(2)]
     # The 1 x 8 run in this process overlaps with the subprocesses' start.
     one, one_dir = self._reference()

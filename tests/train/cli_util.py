@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 TINY = "configs/linear_regression.py:mamba,tiny"
 
 
-def env(n_devices: int = 8) -> dict[str, str]:
+def env(n_devices: int = 8, **overrides: str) -> dict[str, str]:
   """Environment of a subprocess with `n_devices` fake CPU devices."""
   result = dict(os.environ)
   result.update({
@@ -32,6 +32,7 @@ def env(n_devices: int = 8) -> dict[str, str]:
       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
       "PYTHONPATH": REPO + os.pathsep + result.get("PYTHONPATH", ""),
   })
+  result.update(overrides)
   return result
 
 
@@ -47,9 +48,12 @@ def run(args: list[str], timeout: float = 300, n_devices: int = 8
                         capture_output=True, timeout=timeout, check=False)
 
 
-def start(args: list[str], n_devices: int = 8, **kwargs) -> subprocess.Popen:
-  return subprocess.Popen(args, cwd=REPO, env=env(n_devices), text=True,
-                          **kwargs)
+def start(args: list[str], n_devices: int = 8,
+          env_overrides: dict[str, str] | None = None,
+          **kwargs) -> subprocess.Popen:
+  return subprocess.Popen(args, cwd=REPO,
+                          env=env(n_devices, **(env_overrides or {})),
+                          text=True, **kwargs)
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 300,
