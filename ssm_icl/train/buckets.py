@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ssm_icl import errors
+
 
 def choose_buckets(lengths: Sequence[int], max_buckets: int
                    ) -> tuple[int, ...]:
@@ -50,13 +52,14 @@ def choose_buckets(lengths: Sequence[int], max_buckets: int
     The buckets, ascending; the largest length is always one.
 
   Raises:
-    ValueError: on an empty `lengths`, a non-positive length or a bad
-      `max_buckets`.
+    errors.UserError: a bad `max_buckets` (a ValueError).
+    ValueError: an empty `lengths` or a non-positive length.
   """
   if (isinstance(max_buckets, bool)
       or not isinstance(max_buckets, numbers.Integral) or max_buckets < 0):
-    raise ValueError(f"train.length_buckets={max_buckets!r} must be an int >="
-                     " 0 (0: one program per prompt length).")
+    raise errors.UserError(
+        f"train.length_buckets={max_buckets!r} must be an int >= 0 (0: one "
+        "program per prompt length).")
   values = sorted(set(int(v) for v in lengths))
   if not values or values[0] < 1:
     raise ValueError(f"lengths={list(lengths)!r} must be positive ints.")

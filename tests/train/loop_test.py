@@ -244,6 +244,10 @@ class BadInputTest(parameterized.TestCase):
     self._expect(tiny_config(**{field: value}),
                  rf"train.{field}={value} must be positive")
 
+  def test_bad_length_buckets(self):
+    self._expect(tiny_config(length_buckets=-1),
+                 r"train.length_buckets=-1 must be an int >= 0")
+
 
 if __name__ == "__main__":
   absltest.main()
