@@ -41,7 +41,7 @@ def choose_buckets(lengths: Sequence[int], max_buckets: int
 
   Minimises sum over lengths v of (bucket(v) - v), where bucket(v) is the
   smallest chosen bucket >= v, by dynamic programming over the sorted
-  lengths (ties go to the smaller buckets, so the result is deterministic).
+  lengths (ties take the first minimum, so the result is deterministic).
 
   Args:
     lengths: the distinct prompt lengths (points) a run uses, any order.
