@@ -105,20 +105,27 @@ def bench(config, n_points: int, steps: int) -> dict:
     sharded = state_lib.abstract_state(
         model, tx, (1, task.seq_len(n_points), task.d_in), 0, mesh, rules)
     state = state_lib.init_state(sharded)
-    fn = step_lib.jit_train_step(sharded.shardings, mesh, task=task,
-                                 batch_size=batch, n_points=n_points, seed=0)
+    sample = step_lib.jit_sampler(
+        step_lib.sample_train_prompt, mesh, task=task, batch_size=batch,
+        n_points=n_points, pad_points=n_points, seed=0)
+    fn = step_lib.jit_train_step(
+        sharded.shardings,
+        step_lib.prompt_shardings(task, mesh, batch, n_points), mesh, seed=0)
     replicated = mesh_lib.replicated(mesh)
     n_dims = jax.device_put(np.int32(task.n_dims), replicated)
     no_nan = jax.device_put(np.int32(-1), replicated)
     start = time.perf_counter()
-    compiled = fn.lower(state, n_dims, no_nan).compile()
+    sample = sample.lower(state.step, n_dims).compile()
+    prompt = sample(state.step, n_dims)
+    compiled = fn.lower(state, prompt, no_nan).compile()
     compile_s = time.perf_counter() - start
-    state, metrics = compiled(state, n_dims, no_nan)  # warm-up
-    jax.block_until_ready(metrics)
+    # Each timed step samples its batch on device, as the training loop does.
+    state, metrics = compiled(state, sample(state.step, n_dims), no_nan)
+    jax.block_until_ready(metrics)  # warm-up
     times = []
     for _ in range(steps):
       start = time.perf_counter()
-      state, metrics = compiled(state, n_dims, no_nan)
+      state, metrics = compiled(state, sample(state.step, n_dims), no_nan)
       jax.block_until_ready(metrics)
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)

@@ -132,6 +132,10 @@ def get_config(arg=None):
   # Matmul precision: default | high | highest (fp32 matmuls on GPU/TPU
   # default to reduced precision; the reference trains in full fp32).
   c.train.matmul_precision = "default"
+  # Most train programs a curriculum compiles: prompts are zero-padded to
+  # this many length buckets (ssm_icl/train/buckets.py); 0 compiles one
+  # program per prompt length (no padding).
+  c.train.length_buckets = 8
   # Testing only: replace the loss of this step by NaN (-1: never).
   c.train.inject_nan_at_step = -1
 

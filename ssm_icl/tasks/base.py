@@ -4,6 +4,8 @@ A task is a pure function of a PRNG key that returns a `Prompt`. Models map
 `prompt.tokens` to outputs `[batch, length, d_out]`; the predictions that count
 are read at `prompt.predict_positions`, compared with `prompt.targets` and
 weighted by `prompt.loss_mask` (training) or `prompt.metric_mask` (evaluation).
+`pad_prompt` right-pads a prompt to a longer one's shapes with zero masks, so
+one compiled program serves every length up to its bucket.
 
 Shapes use these letters:
   b: batch (prompts), l: tokens per prompt, d_in: token width,
@@ -72,6 +74,51 @@ class Prompt:
   @property
   def batch_size(self) -> int:
     return self.tokens.shape[0]
+
+
+def pad_prompt(prompt: Prompt, like: Prompt) -> Prompt:
+  """Right-pads every array of `prompt` with zeros to the shapes of `like`.
+
+  This is how a prompt of n examples joins a length bucket of m >= n examples
+  (`ssm_icl.train.buckets`): `like` is the structure (e.g. `jax.eval_shape`)
+  of the same task's prompt of m examples. Every axis that differs is padded
+  at its end, so the real tokens keep their positions and the padding comes
+  after them; a causal model's outputs at the real tokens are therefore those
+  of the unpadded prompt. Padded prediction slots have loss_mask =
+  metric_mask = 0 (and read token 0, a valid index), padded examples have
+  example_mask = 0, so the masked loss, the metric sums and their gradients
+  equal the unpadded prompt's up to summation order. Per-slot "last" values
+  must be read at the unpadded prompt's last slot, not at index -1.
+
+  Args:
+    prompt: a prompt of n examples.
+    like: a prompt (or its abstract structure) of the same task with m >= n
+      examples: same fields, ranks and static attributes.
+
+  Returns:
+    The padded prompt, with `like`'s shapes.
+
+  Raises:
+    ValueError: if a field of `like` is missing, has another rank or is
+      smaller than the prompt's.
+  """
+  changes = {}
+  for name in ("tokens", "predict_positions", "targets", "loss_mask",
+               "metric_mask", "example_index", "xs", "ys", "example_mask"):
+    value, target = getattr(prompt, name), getattr(like, name)
+    if value is None and target is None:
+      continue
+    if (value is None or target is None or value.ndim != len(target.shape)
+        or any(a > b for a, b in zip(value.shape, target.shape))):
+      raise ValueError(
+          f"Cannot pad Prompt.{name} of shape "
+          f"{None if value is None else value.shape} to "
+          f"{None if target is None else target.shape}; expected the same "
+          "rank and no axis larger than the target's.")
+    widths = [(0, b - a) for a, b in zip(value.shape, target.shape)]
+    changes[name] = value if not any(w for _, w in widths) else jnp.pad(
+        value, widths)
+  return prompt.replace(**changes)
 
 
 def gather_predictions(outputs: jax.Array, prompt: Prompt) -> jax.Array:

@@ -151,7 +151,7 @@ class Curriculum:
     return max(steps)
 
   def distinct_points(self) -> tuple[int, ...]:
-    """Every n_points the schedule uses, ascending (one compile each)."""
+    """Every n_points the schedule uses, ascending (one sampler each)."""
     if self.points_end == self.points_start:
       return (self.points_start,)
     values = range(self.points_start, self.points_end, self.points_inc)

@@ -3,10 +3,12 @@
 A task is a frozen (hashable) dataclass of knobs whose `sample` method is a
 pure function of a PRNG key: `sample(key, batch_size, n_points,
 n_dims_truncated) -> Prompt`. It runs inside `jax.jit` with `batch_size` and
-`n_points` static and `n_dims_truncated` traced, so a training step compiles
-once per distinct `n_points` and not at every curriculum change of the dims
+`n_points` static and `n_dims_truncated` traced, so a sampler compiles once
+per distinct `n_points` and not at every curriculum change of the dims
 (coordinates >= n_dims_truncated are zeroed by a mask, as the reference
-`GaussianSampler` zeroes them).
+`GaussianSampler` zeroes them). `sample_padded` zero-pads a prompt to a longer
+length bucket, so the training step compiles once per bucket
+(`ssm_icl.train.buckets`).
 
 Randomness comes only from `jax.random` under the default
 `jax_threefry_partitionable=True`, so the same key gives the same prompt on one
@@ -104,6 +106,45 @@ class Task(abc.ABC):
     check_positive_int("n_points", n_points)
     check_truncation(n_dims_truncated, self.n_dims_full)
     return self._sample(key, batch_size, n_points, n_dims_truncated)
+
+  def num_slots(self, n_points: int) -> int:
+    """Prediction slots p of a prompt of `n_points` examples."""
+    prompt = jax.eval_shape(
+        functools.partial(self.sample, batch_size=1, n_points=n_points),
+        jax.random.key(0))
+    return prompt.metric_mask.shape[1]
+
+  def sample_padded(self, key: jax.Array, batch_size: int, n_points: int,
+                    pad_points: int, n_dims_truncated: Any = None
+                    ) -> base.Prompt:
+    """`sample` of n_points examples, zero-padded to the shapes of pad_points.
+
+    The values are exactly those of `sample(key, batch_size, n_points,
+    n_dims_truncated)` (same key, same draws); `base.pad_prompt` appends the
+    padding after them with zero masks, so a program compiled for pad_points
+    trains and evaluates every n_points <= pad_points (a length bucket).
+
+    Args:
+      key: PRNG key.
+      batch_size: static number of prompts.
+      n_points: static number of real in-context examples.
+      pad_points: static bucket size (>= n_points).
+      n_dims_truncated: as in `sample`.
+
+    Returns:
+      A `Prompt` with the shapes of a prompt of pad_points examples.
+    """
+    check_positive_int("pad_points", pad_points)
+    if pad_points < n_points:
+      raise ValueError(f"pad_points={pad_points} must be >= n_points="
+                       f"{n_points} (padding cannot shorten a prompt).")
+    prompt = self.sample(key, batch_size, n_points, n_dims_truncated)
+    if pad_points == n_points:
+      return prompt
+    like = jax.eval_shape(
+        functools.partial(self.sample, batch_size=batch_size,
+                          n_points=pad_points), key)
+    return base.pad_prompt(prompt, like)
 
   @abc.abstractmethod
   def _sample(self, key: jax.Array, batch_size: int, n_points: int,

@@ -58,6 +58,7 @@ RESUMABLE_FIELDS = (
     "train.eval_prompts", "train.lr", "train.lr_schedule",
     "train.warmup_steps", "train.inject_nan_at_step", "train.b1",
     "train.b2", "train.eps",
+    "train.length_buckets",
     "ckpt.", "mesh.",
     "model.remat", "model.scan_impl", "model.chunk_size", "model.attn_impl",
     "model.attn_block_size", "model.dtype",

@@ -2,7 +2,7 @@
 
 One function in sections, in the order they run:
   1. workdir and config checks      5. resume or initialise
-  2. mesh and logical-axis rules     6. compiled steps (lazily per n_points)
+  2. mesh and logical-axis rules     6. compiled steps (lazily per bucket)
   3. task, model, optimiser          7. the loop (metrics, eval, checkpoints)
   4. abstract state and shardings    8. wrap-up
 
@@ -41,6 +41,7 @@ from ssm_icl import paths
 from ssm_icl import tasks
 from ssm_icl.parallel import distributed
 from ssm_icl.parallel import mesh as mesh_lib
+from ssm_icl.train import buckets as bucket_lib
 from ssm_icl.train import checkpoint as ckpt_lib
 from ssm_icl.train import metrics as metrics_lib
 from ssm_icl.train import optim
@@ -64,8 +65,9 @@ class TrainResult:
     interrupted: True when a signal or preemption stopped the run early.
     last_metrics: the last record written to metrics.jsonl (train/*).
     last_eval: the last evaluation's metrics (eval/*), or {}.
-    compiled: n_points -> number of times its train step was compiled in
-      this call (1 each: n_dims_truncated is traced, not static).
+    compiled: length bucket (points) -> number of times its train step was
+      compiled in this call (1 each: n_dims_truncated is traced, not static;
+      see `ssm_icl.train.buckets`).
   """
   state: Any
   step: int
@@ -161,6 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # ---------------------------------------------------------- 3. task, model
   task, curriculum, model_cfg, resolved = build(config)
+  buckets = bucket_lib.curriculum_buckets(curriculum, tcfg.length_buckets)
   config_dict = resolved.to_dict()
   model = models.build_model(model_cfg)
   tx = optim.make_optimizer(tcfg)
@@ -202,19 +205,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.truncate_after(start)
 
     # -------------------------------------------------------- 6. compile
-    train_fns, eval_fns, scalars = {}, {}, {}
+    # Train and eval steps compile once per length bucket; the samplers (no
+    # model) once per n_points. Each cache releases the programs of shorter
+    # lengths when a longer one is first requested: the curriculum never
+    # shortens the prompt, so they would never run again.
+    scalars = {}
     compiled = collections.Counter()
     replicated = mesh_lib.replicated(mesh)
+    console(f"Length buckets {buckets} for the "
+            f"{len(curriculum.distinct_points())} prompt lengths of the "
+            f"curriculum (train.length_buckets={tcfg.length_buckets}): at "
+            f"most {len(buckets)} train program(s).")
+
+    def on_trace(bucket):
+      compiled.update([bucket])
+      console(f"Compiling the train step for {bucket} points (train program "
+              f"{sum(compiled.values())}, bucket {buckets.index(bucket) + 1} "
+              f"of {len(buckets)}).")
+
+    def sampler_cache(sample_fn):
+      return bucket_lib.ProgramCache(lambda n: step_lib.jit_sampler(
+          sample_fn, mesh, task=task, batch_size=tcfg.batch_size, n_points=n,
+          pad_points=bucket_lib.bucket_of(buckets, n), seed=tcfg.seed))
+
+    train_samplers = sampler_cache(step_lib.sample_train_prompt)
+    eval_samplers = sampler_cache(step_lib.sample_eval_prompt)
+    train_steps = bucket_lib.ProgramCache(lambda b: step_lib.jit_train_step(
+        sharded.shardings, step_lib.prompt_shardings(
+            task, mesh, tcfg.batch_size, b), mesh, seed=tcfg.seed,
+        schedule=schedule, on_trace=lambda: on_trace(b)))
+    eval_steps = bucket_lib.ProgramCache(lambda b: step_lib.jit_eval_step(
+        sharded.shardings.params, step_lib.prompt_shardings(
+            task, mesh, tcfg.batch_size, b), mesh, model.apply))
 
     def train_fn(n_points):
-      if n_points not in train_fns:
-        if model_cfg.uses_positions:
-          task.check_fits(n_points, model_cfg.n_positions)
-        train_fns[n_points] = step_lib.jit_train_step(
-            sharded.shardings, mesh, task=task, batch_size=tcfg.batch_size,
-            n_points=n_points, seed=tcfg.seed, schedule=schedule,
-            on_trace=lambda: compiled.update([n_points]))
-      return train_fns[n_points]
+      """`fn(state, n_dims, nan_step)`: samples the step's batch and trains."""
+      sample = train_samplers.get(n_points)
+      train = train_steps.get(bucket_lib.bucket_of(buckets, n_points))
+      return lambda state, n_dims, nan_step: train(
+          state, sample(state.step, n_dims), nan_step)
 
     def scalar(value):
       # Global (replicated) scalars, so multi-process jit accepts them.
@@ -223,15 +252,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       return scalars[value]
 
     def evaluate(state, n_points):
-      if n_points not in eval_fns:
-        eval_fns[n_points] = step_lib.jit_eval_step(
-            sharded.shardings.params, mesh, apply_fn=state.apply_fn,
-            task=task, batch_size=tcfg.batch_size, n_points=n_points,
-            seed=tcfg.seed)
+      sample = eval_samplers.get(n_points)
+      evaluate_batch = eval_steps.get(bucket_lib.bucket_of(buckets, n_points))
+      last_slot = scalar(task.num_slots(n_points) - 1)
       n_batches = max(1, math.ceil(tcfg.eval_prompts / tcfg.batch_size))
       sums = None
       for i in range(n_batches):
-        out = eval_fns[n_points](state.params, scalar(i))
+        out = evaluate_batch(state.params, sample(scalar(i)), last_slot)
         sums = out if sums is None else jax.tree.map(np.add, sums, out)
       sums = jax.device_get(sums)
       return {
@@ -315,6 +342,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       # is complete on disk.
       ckpt.close()
       writer.close()
+  if compiled:
+    console(f"Compiled {sum(compiled.values())} train program(s) in this "
+            f"run, for the buckets {sorted(compiled)} of {buckets}.")
   return TrainResult(state=state, step=step, interrupted=interrupted,
                      last_metrics=last_record, last_eval=last_eval,
                      compiled=dict(compiled))

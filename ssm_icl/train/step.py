@@ -1,12 +1,14 @@
-"""The pure train and eval steps; batches are generated on device.
+"""The pure train and eval steps and their on-device batch samplers.
 
-A step draws its own batch inside the jitted function with
-`task.sample(fold_in(seed, step), ...)`, constrains every batch-major field
-of the prompt to the mesh's "data" axis (so each device generates only its
+A batch is drawn on device by a small sampler program,
+`task.sample_padded(fold_in(seed, step), ...)`: the prompt of the curriculum's
+`n_points` examples (static, one sampler per value), zero-padded to its length
+bucket `pad_points` (see `ssm_icl.train.buckets`), with every batch-major
+field constrained to the mesh's "data" axis (each device generates only its
 shard; with `jax_threefry_partitionable` the values do not depend on the
-sharding), runs the model and the masked loss of `ssm_icl.tasks.base`, and
-applies the optimiser. `n_points` is static (one compile per distinct value of
-the curriculum); `n_dims_truncated` is a traced scalar.
+sharding). The train and eval steps take that prompt, so they compile once
+per bucket; they run the model and the masked loss of `ssm_icl.tasks.base`
+and apply the optimiser. `n_dims_truncated` is a traced scalar.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import optax
 
 from ssm_icl.parallel import mesh as mesh_lib
 from ssm_icl.tasks import base
+from ssm_icl.tasks import task as task_lib
 from ssm_icl.train import state as state_lib
 
 Metrics = dict[str, jax.Array]
@@ -36,24 +39,44 @@ def shard_prompt(prompt: base.Prompt, mesh: jax.sharding.Mesh) -> base.Prompt:
   return prompt.replace(**changes)
 
 
-def train_step(state: state_lib.TrainState, n_dims: jax.Array,
-               nan_step: jax.Array, *, task: Any, mesh: jax.sharding.Mesh,
-               batch_size: int, n_points: int, seed: int,
+def sample_train_prompt(step: jax.Array, n_dims: jax.Array, *, task: Any,
+                        mesh: jax.sharding.Mesh, batch_size: int,
+                        n_points: int, pad_points: int,
+                        seed: int) -> base.Prompt:
+  """The batch of training step `step`, padded to its length bucket.
+
+  Args:
+    step: [] int32, the step (the state's `step` before it is applied).
+    n_dims: [] int32, the curriculum's n_dims_truncated.
+    task: the task (static).
+    mesh: the device mesh (static).
+    batch_size: global prompts per step (static).
+    n_points: real examples per prompt (static).
+    pad_points: the bucket the prompt is padded to (static).
+    seed: the config seed (static).
+
+  Returns:
+    The batch-sharded prompt of `task.sample_padded`.
+  """
+  data_key = jax.random.fold_in(state_lib.train_key(seed, step), 0)
+  prompt = task.sample_padded(data_key, batch_size, n_points, pad_points,
+                              n_dims)
+  return shard_prompt(prompt, mesh)
+
+
+def train_step(state: state_lib.TrainState, prompt: base.Prompt,
+               nan_step: jax.Array, *, seed: int,
                schedule: optax.Schedule | None = None
                ) -> tuple[state_lib.TrainState, Metrics]:
-  """One optimiser step on a freshly sampled batch.
+  """One optimiser step on a (padded) batch.
 
   Args:
     state: the train state (donated by the jitted caller).
-    n_dims: [] int32, the curriculum's n_dims_truncated.
+    prompt: the batch of step `state.step` (`sample_train_prompt`).
     nan_step: [] int32, testing only: the step (counted from 1, as in
       metrics.jsonl) whose loss and gradients are replaced by NaN; -1 never.
       It is an argument rather than a constant so that tests injecting a NaN
       reuse the compiled step (multiplying by 1.0 changes no value).
-    task: the task (static).
-    mesh: the device mesh (static).
-    batch_size: global prompts per step (static).
-    n_points: examples per prompt (static).
     seed: the config seed (static).
     schedule: the learning-rate schedule, for the `train/lr` metric.
 
@@ -61,11 +84,7 @@ def train_step(state: state_lib.TrainState, n_dims: jax.Array,
     The new state and scalar metrics `train/loss`, `train/grad_norm` (before
     clipping), `train/param_norm` and `train/lr`.
   """
-  key = state_lib.train_key(seed, state.step)
-  data_key = jax.random.fold_in(key, 0)
-  dropout_key = jax.random.fold_in(key, 1)
-  prompt = task.sample(data_key, batch_size, n_points, n_dims)
-  prompt = shard_prompt(prompt, mesh)
+  dropout_key = jax.random.fold_in(state_lib.train_key(seed, state.step), 1)
 
   def loss_fn(params):
     outputs = state.apply_fn({"params": params}, prompt.tokens,
@@ -86,78 +105,120 @@ def train_step(state: state_lib.TrainState, n_dims: jax.Array,
   return state.apply_gradients(grads=grads), metrics
 
 
-def eval_step(params: Any, index: jax.Array, *, apply_fn: Callable[..., Any],
-              task: Any, mesh: jax.sharding.Mesh, batch_size: int,
-              n_points: int, seed: int) -> Metrics:
-  """Sums of the loss and the normalised metric over one evaluation batch.
+def sample_eval_prompt(index: jax.Array, *, task: Any,
+                       mesh: jax.sharding.Mesh, batch_size: int,
+                       n_points: int, pad_points: int,
+                       seed: int) -> base.Prompt:
+  """Evaluation batch `index`, padded to its length bucket.
 
   Evaluation uses all d coordinates (no curriculum truncation), as the
   reference's `eval_model` does, and the same prompts at every evaluation.
+  """
+  prompt = task.sample_padded(state_lib.eval_key(seed, index), batch_size,
+                              n_points, pad_points, None)
+  return shard_prompt(prompt, mesh)
+
+
+def eval_step(params: Any, prompt: base.Prompt, last_slot: jax.Array, *,
+              apply_fn: Callable[..., Any]) -> Metrics:
+  """Sums of the loss and the normalised metric over one evaluation batch.
 
   Args:
     params: model parameters.
-    index: [] int32, the evaluation batch number.
+    prompt: the batch (`sample_eval_prompt`).
+    last_slot: [] int32, the index of the prompt's last real prediction slot
+      (padded slots follow it).
     apply_fn: the model's `apply`.
-    task: the task (static).
-    mesh: the device mesh (static).
-    batch_size: prompts in the batch (static).
-    n_points: examples per prompt (static).
-    seed: the config seed (static).
 
   Returns:
     `loss_sum` (batch mean loss x batch size), `metric_sum`/`metric_count`
     over every scored slot, and `last_sum`/`last_count` for the last slot.
   """
-  prompt = task.sample(state_lib.eval_key(seed, index), batch_size, n_points,
-                       None)
-  prompt = shard_prompt(prompt, mesh)
   outputs = apply_fn({"params": params}, prompt.tokens, deterministic=True)
   preds = base.gather_predictions(outputs, prompt)
   metric = base.pointwise_metric(preds, prompt)  # [b, p]
   mask = prompt.metric_mask
+  last = lambda x: jax.lax.dynamic_index_in_dim(x, last_slot, axis=1,
+                                                 keepdims=False)
   return {
-      "loss_sum": base.masked_loss(preds, prompt) * batch_size,
+      "loss_sum": base.masked_loss(preds, prompt) * prompt.batch_size,
       "metric_sum": jnp.sum(metric * mask),
       "metric_count": jnp.sum(mask),
-      "last_sum": jnp.sum(metric[:, -1] * mask[:, -1]),
-      "last_count": jnp.sum(mask[:, -1]),
+      "last_sum": jnp.sum(last(metric) * last(mask)),
+      "last_count": jnp.sum(last(mask)),
   }
 
 
-def jit_train_step(shardings: Any, mesh: jax.sharding.Mesh, *,
+def prompt_shardings(task: Any, mesh: jax.sharding.Mesh, batch_size: int,
+                     n_points: int) -> base.Prompt:
+  """Shardings of the task's prompts of `n_points` (batch over "data")."""
+  abstract = jax.eval_shape(
+      functools.partial(task.sample, batch_size=batch_size,
+                        n_points=n_points), jax.random.key(0))
+  return task_lib.prompt_shardings(abstract, mesh, mesh_lib.DATA_AXIS)
+
+
+def jit_sampler(sample_fn: Callable[..., base.Prompt],
+                mesh: jax.sharding.Mesh, **static: Any
+                ) -> Callable[..., base.Prompt]:
+  """`sample_train_prompt` or `sample_eval_prompt`, jitted.
+
+  One small program (no model) per real length `n_points`; its output has
+  the shardings of the bucket's prompts, which the step programs take.
+
+  Args:
+    sample_fn: one of the two samplers.
+    mesh: the device mesh.
+    **static: the sampler's keyword-only arguments but `mesh`.
+
+  Returns:
+    `fn(*scalars) -> Prompt`.
+  """
+  prompts = prompt_shardings(static["task"], mesh, static["batch_size"],
+                             static["pad_points"])
+  return jax.jit(functools.partial(sample_fn, mesh=mesh, **static),
+                 out_shardings=prompts)
+
+
+def jit_train_step(shardings: Any, prompts: base.Prompt,
+                   mesh: jax.sharding.Mesh, *,
                    on_trace: Callable[[], None] | None = None,
                    **static: Any) -> Callable[..., Any]:
   """`train_step` jitted with in/out shardings and the state donated.
 
+  One program per prompt shape, i.e. per length bucket.
+
   Args:
     shardings: the train state's shardings.
+    prompts: the shardings of the bucket's prompts (`prompt_shardings`).
     mesh: the device mesh.
     on_trace: called each time the step is traced (i.e. compiled), so the
       loop can report how many programs it built.
     **static: the keyword-only arguments of `train_step`.
 
   Returns:
-    `fn(state, n_dims, nan_step) -> (state, metrics)`.
+    `fn(state, prompt, nan_step) -> (state, metrics)`.
   """
   replicated = mesh_lib.replicated(mesh)
 
-  def fn(state, n_dims, nan_step):
+  def fn(state, prompt, nan_step):
     if on_trace is not None:
       on_trace()
-    return train_step(state, n_dims, nan_step, mesh=mesh, **static)
+    return train_step(state, prompt, nan_step, **static)
 
   return jax.jit(
       fn,
-      in_shardings=(shardings, replicated, replicated),
+      in_shardings=(shardings, prompts, replicated),
       out_shardings=(shardings, replicated),
       donate_argnums=0)
 
 
-def jit_eval_step(param_shardings: Any, mesh: jax.sharding.Mesh,
-                  **static: Any) -> Callable[..., Any]:
+def jit_eval_step(param_shardings: Any, prompts: base.Prompt,
+                  mesh: jax.sharding.Mesh,
+                  apply_fn: Callable[..., Any]) -> Callable[..., Any]:
   """`eval_step` jitted with the params' shardings; metrics replicated."""
   replicated = mesh_lib.replicated(mesh)
   return jax.jit(
-      functools.partial(eval_step, mesh=mesh, **static),
-      in_shardings=(param_shardings, replicated),
+      functools.partial(eval_step, apply_fn=apply_fn),
+      in_shardings=(param_shardings, prompts, replicated),
       out_shardings=replicated)

@@ -2,11 +2,13 @@
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ssm_icl import tasks
+from ssm_icl.tasks import base
 from ssm_icl.tasks import task as task_lib
 
 
@@ -87,6 +89,71 @@ class HelpersTest(absltest.TestCase):
   def test_task_is_abstract(self):
     with self.assertRaises(TypeError):
       task_lib.Task()  # pytype: disable=not-instantiable
+
+
+# One small instance of every registered task, plus the single-query modes.
+_PADDED_CASES = [(name, {"n_dims": 3}) for name in sorted(tasks.TASKS)] + [
+    ("linear_regression", {"n_dims": 3, "query_mode": "overlapping"}),
+    ("vector_mqar", {"n_dims": 3, "query_position": 1}),
+    ("many_outlier_regression", {"n_dims": 3, "outlier_layout": "fixed"}),
+]
+
+
+class SamplePaddedTest(parameterized.TestCase):
+  """`sample_padded` = `sample`, then zero padding with zero masks."""
+
+  @parameterized.parameters(*_PADDED_CASES)
+  def test_real_part_is_the_exact_prompt(self, name, kwargs):
+    task = tasks.get_task(name, **kwargs)
+    key, n, pad = jax.random.key(4), 3, 7
+    exact = jax.jit(lambda k, t: task.sample(k, 2, n, t))(key, jnp.int32(2))
+    padded = jax.jit(lambda k, t: task.sample_padded(k, 2, n, pad, t))(
+        key, jnp.int32(2))
+    like = task.sample(key, 2, pad, jnp.int32(2))
+    self.assertEqual(jax.tree.structure(padded), jax.tree.structure(like))
+    for field in ("tokens", "predict_positions", "targets", "loss_mask",
+                  "metric_mask", "example_index", "xs", "ys",
+                  "example_mask"):
+      got, want = getattr(padded, field), getattr(exact, field)
+      self.assertEqual(got.shape, getattr(like, field).shape, field)
+      real = tuple(slice(0, d) for d in want.shape)
+      np.testing.assert_array_equal(got[real], want, err_msg=field)
+      rest = np.ones(got.shape, bool)
+      rest[real] = False
+      np.testing.assert_array_equal(np.asarray(got)[rest], 0, err_msg=field)
+    self.assertEqual(task.num_slots(n), exact.metric_mask.shape[1])
+    # Masked loss and metric sums ignore the padding.
+    preds = jax.random.normal(jax.random.key(5), padded.targets.shape)
+    p = exact.targets.shape[1]
+    np.testing.assert_allclose(
+        base.masked_loss(preds, padded),
+        base.masked_loss(preds[:, :p], exact), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.sum(base.pointwise_metric(preds, padded) * padded.metric_mask),
+        np.sum(base.pointwise_metric(preds[:, :p], exact) * exact.metric_mask),
+        rtol=1e-6)
+
+  def test_no_padding_and_bad_bucket(self):
+    task = tasks.LinearRegression(n_dims=3)
+    key = jax.random.key(0)
+    chex.assert_trees_all_equal(task.sample_padded(key, 2, 4, 4),
+                                task.sample(key, 2, 4))
+    with self.assertRaisesRegex(ValueError, r"pad_points=3 must be >= "
+                                r"n_points=4"):
+      task.sample_padded(key, 2, 4, 3)
+    with self.assertRaisesRegex(ValueError, r"pad_points=0 must be a pos"):
+      task.sample_padded(key, 2, 4, 0)
+
+  def test_pad_prompt_rejects_a_smaller_target(self):
+    task = tasks.LinearRegression(n_dims=3)
+    big = task.sample(jax.random.key(0), 2, 4)
+    small = task.sample(jax.random.key(0), 2, 3)
+    with self.assertRaisesRegex(ValueError, r"Cannot pad Prompt.tokens of "
+                                r"shape \(2, 8, 3\) to \(2, 6, 3\)"):
+      base.pad_prompt(big, small)
+    with self.assertRaisesRegex(ValueError, r"Cannot pad Prompt.xs of shape "
+                                r"None"):
+      base.pad_prompt(small.replace(xs=None), big)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from configs import linear_regression
+from configs import many_outlier_regression
 from ssm_icl.train import checkpoint
 from ssm_icl.train import loop
 from ssm_icl.train import metrics
@@ -128,18 +129,48 @@ class LoopTest(parameterized.TestCase):
     chex.assert_trees_all_equal(jax.device_get(result.state.params),
                                 jax.device_get(want.params))
 
-  def test_curriculum_compiles_once_per_n_points(self):
+  def test_curriculum_compiles_once_per_length_bucket(self):
+    # The many-outlier paper curriculum (points 12 -> 512 by 2: 251 lengths,
+    # 8 buckets) at one step per stage, on the tiny model: its first 4 steps
+    # (12 to 18 points) share the bucket of 72 points, one train program.
+    # (tests/train/buckets_test.py checks the buckets of the whole curriculum
+    # and the release of a finished bucket's programs.)
     workdir = os.path.join(self.root, "loop_curriculum")
     shutil.rmtree(workdir, ignore_errors=True)
-    config = tiny_config(steps=4, log_every=1)
+    config = many_outlier_regression.get_config("mamba,tiny")
+    paper = many_outlier_regression.get_config("mamba").task.curriculum
+    config.task.curriculum = paper
+    config.task.curriculum.dims.update(end=4, interval=1)
+    config.task.curriculum.points.interval = 1
+    config.train.update(steps=4, log_every=1, eval_every=4)
     config.ckpt.every = 100
-    config.task.curriculum.dims.update(start=2, end=4, inc=1, interval=1)
-    config.task.curriculum.points.update(start=5, end=6, inc=1, interval=2)
-    result = loop.train_and_evaluate(config, workdir)
-    self.assertEqual(result.compiled, {5: 1, 6: 1})
+    with mock.patch.object(loop, "console") as console:
+      result = loop.train_and_evaluate(config, workdir)
+    self.assertEqual(result.compiled, {72: 1})
+    lines = "\n".join(c.args[0] for c in console.call_args_list)
+    self.assertIn("Length buckets (72, 134, 196, 258, 320, 384, 448, 512) "
+                  "for the 251 prompt lengths of the curriculum "
+                  "(train.length_buckets=8): at most 8 train program(s).",
+                  lines)
+    self.assertIn("Compiled 1 train program(s) in this run, for the buckets "
+                  "[72] of (72, 134", lines)
     records = metrics.read_metrics(workdir)
-    self.assertEqual([(r["train/n_dims"], r["train/n_points"])
-                      for r in records], [(2, 5), (3, 5), (4, 6), (4, 6)])
+    train = [r for r in records if "train/loss" in r]
+    self.assertEqual([r["train/n_points"] for r in train], [12, 14, 16, 18])
+    self.assertTrue(all(np.isfinite(r["train/loss"]) for r in train))
+    self.assertEqual(result.last_eval["eval/n_points"], 18)
+    self.assertTrue(np.isfinite(result.last_eval["eval/metric_last"]))
+
+    # Stopped at step 2 and resumed: the same padded batches, bit for bit.
+    resumed_dir = os.path.join(self.root, "loop_curriculum_resumed")
+    shutil.rmtree(resumed_dir, ignore_errors=True)
+    loop.train_and_evaluate(_with(config, steps=2, eval_every=0),
+                            resumed_dir)
+    resumed = loop.train_and_evaluate(_with(config, eval_every=0),
+                                      resumed_dir)
+    self.assertEqual(resumed.compiled, {72: 1})
+    chex.assert_trees_all_equal(jax.device_get(resumed.state.params),
+                                jax.device_get(result.state.params))
 
 
 class BadInputTest(parameterized.TestCase):
@@ -210,6 +241,10 @@ class BadInputTest(parameterized.TestCase):
   def test_bad_train_values(self, field, value):
     self._expect(tiny_config(**{field: value}),
                  rf"train.{field}={value} must be positive")
+
+  def test_bad_length_buckets(self):
+    self._expect(tiny_config(length_buckets=-1),
+                 r"train.length_buckets=-1 must be an int >= 0")
 
 
 if __name__ == "__main__":

@@ -36,9 +36,13 @@ class StepTest(absltest.TestCase):
           (1, 12, cls.task.d_in), _SEED, cls.mesh, cls.rules)
       cls.state = state_lib.init_state(cls.sharded)
     cls.traces = []
+    cls.sample = staticmethod(step_lib.jit_sampler(
+        step_lib.sample_train_prompt, cls.mesh, task=cls.task,
+        batch_size=_BATCH, n_points=_POINTS, pad_points=_POINTS, seed=_SEED))
     cls.train = staticmethod(step_lib.jit_train_step(
-        cls.sharded.shardings, cls.mesh, task=cls.task, batch_size=_BATCH,
-        n_points=_POINTS, seed=_SEED, schedule=cls.schedule,
+        cls.sharded.shardings,
+        step_lib.prompt_shardings(cls.task, cls.mesh, _BATCH, _POINTS),
+        cls.mesh, seed=_SEED, schedule=cls.schedule,
         on_trace=lambda: cls.traces.append(1)))
 
   def _scalar(self, value):
@@ -46,7 +50,8 @@ class StepTest(absltest.TestCase):
 
   def _run(self, state, n_dims, nan_step=-1):
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      return self.train(state, self._scalar(n_dims), self._scalar(nan_step))
+      prompt = self.sample(state.step, self._scalar(n_dims))
+      return self.train(state, prompt, self._scalar(nan_step))
 
   def _copy(self, state):
     return jax.tree.map(jnp.copy, state)  # the step donates its input
@@ -92,11 +97,19 @@ class StepTest(absltest.TestCase):
     chex.assert_trees_all_equal(a, b)
 
   def test_eval_step_sums(self):
+    pad = _POINTS + 3
+    sample = step_lib.jit_sampler(
+        step_lib.sample_eval_prompt, self.mesh, task=self.task,
+        batch_size=_BATCH, n_points=_POINTS, pad_points=pad, seed=_SEED)
     evaluate = step_lib.jit_eval_step(
-        self.sharded.shardings.params, self.mesh, apply_fn=self.model.apply,
-        task=self.task, batch_size=_BATCH, n_points=_POINTS, seed=_SEED)
+        self.sharded.shardings.params,
+        step_lib.prompt_shardings(self.task, self.mesh, _BATCH, pad),
+        self.mesh, self.model.apply)
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      got = evaluate(self.state.params, self._scalar(1))
+      padded = sample(self._scalar(1))
+      self.assertEqual(padded.tokens.shape[1], self.task.seq_len(pad))
+      got = evaluate(self.state.params, padded,
+                     self._scalar(self.task.num_slots(_POINTS) - 1))
     prompt = self.task.sample(state_lib.eval_key(_SEED, 1), _BATCH, _POINTS)
     outputs = self.model.apply({"params": self.state.params}, prompt.tokens)
     preds = base.gather_predictions(outputs, prompt)
@@ -107,6 +120,7 @@ class StepTest(absltest.TestCase):
     np.testing.assert_allclose(got["metric_count"], mask.sum())
     np.testing.assert_allclose(got["last_sum"], np.sum(metric[:, -1]),
                                rtol=1e-5)
+    np.testing.assert_allclose(got["last_count"], _BATCH)
     np.testing.assert_allclose(
         got["loss_sum"], base.masked_loss(preds, prompt) * _BATCH, rtol=1e-5)
 
