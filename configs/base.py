@@ -18,11 +18,13 @@ the reference of every key.
 import ml_collections
 from ml_collections import config_dict
 
+from ssm_icl import errors
+
 
 def get_config(arg=None):
   """Returns the base config; it takes no argument."""
   if arg:
-    raise ValueError(
+    raise errors.UserError(
         f"configs/base.py takes no argument (got {arg!r}); use a task config "
         "such as configs/linear_regression.py:mamba,tiny.")
   c = ml_collections.ConfigDict()

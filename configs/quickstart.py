@@ -20,6 +20,7 @@ a given error in fewer CPU steps (in the mini suite they are close).
 """
 
 from configs import common
+from ssm_icl import errors
 
 N_DIMS = 4
 N_POINTS = 2 * N_DIMS + 1
@@ -28,7 +29,8 @@ N_POINTS = 2 * N_DIMS + 1
 def get_config(arg=None):
   """The quickstart config; it takes no argument."""
   if arg:
-    raise ValueError(f"configs/quickstart.py takes no argument (got {arg!r}).")
+    raise errors.UserError(
+        f"configs/quickstart.py takes no argument (got {arg!r}).")
   config = common.task_config(
       "mambaformer,small", task="linear_regression",
       kwargs={"n_dims": N_DIMS},

@@ -18,7 +18,10 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
+
+from ssm_icl import cli
+from ssm_icl import compile_cache
+from ssm_icl import errors
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to evaluate.")
 _N_PROMPTS = flags.DEFINE_integer("n_prompts", 1280, "Evaluation prompts.")
@@ -62,16 +65,17 @@ def restore_run(workdir: str, step: int | None = None
   # pylint: enable=g-import-not-at-top
   directory = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
   if not os.path.isdir(directory):
-    raise ValueError(f"workdir={workdir!r} has no {ckpt_lib.CHECKPOINT_DIR}/ "
-                     "directory; train a model there first.")
+    raise errors.UserError(
+        f"workdir={workdir!r} has no {ckpt_lib.CHECKPOINT_DIR}/ directory; "
+        "train a model there first.")
   ckpt = ckpt_lib.Checkpointer(workdir, every=1, max_to_keep=None,
                                async_save=False)
   steps = ckpt.all_steps()
   if not steps:
-    raise ValueError(f"{directory} holds no complete checkpoint.")
+    raise errors.UserError(f"{directory} holds no complete checkpoint.")
   if step is not None and step not in steps:
-    raise ValueError(f"step={step} has no checkpoint in {directory}; "
-                     f"available steps: {steps}.")
+    raise errors.UserError(f"step={step} has no checkpoint in {directory}; "
+                           f"available steps: {steps}.")
   meta = ckpt.read_meta(steps[-1] if step is None else step)
   config = ml_collections.ConfigDict(meta["config"])
   task, curriculum, model_cfg, _ = loop.build(config)
@@ -185,14 +189,14 @@ def summary(results: dict[str, Any], task: Any,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.start()
   run(_WORKDIR.value, n_prompts=_N_PROMPTS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value,
       n_points=_N_POINTS.value, step=_STEP.value,
       baselines=_BASELINES.value, n_bootstrap=_N_BOOTSTRAP.value)
+  print(compile_cache.report(), flush=True)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  cli.run(main)

@@ -40,6 +40,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import ssm_icl
+from ssm_icl import errors
 
 CHECKPOINT_DIR = "checkpoints"
 _TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -131,9 +132,9 @@ class Checkpointer:
   def __init__(self, workdir: str, *, every: int, max_to_keep: int | None,
                async_save: bool = True):
     if every <= 0:
-      raise ValueError(f"ckpt.every={every} must be positive.")
+      raise errors.UserError(f"ckpt.every={every} must be positive.")
     if max_to_keep is not None and max_to_keep <= 0:
-      raise ValueError(
+      raise errors.UserError(
           f"ckpt.max_to_keep={max_to_keep} must be positive (or None to keep "
           "every checkpoint).")
     self.every = every
@@ -189,7 +190,7 @@ class Checkpointer:
   def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
     """Restores the checkpoint at `step` onto `target`: (state, meta)."""
     if step not in self.all_steps():
-      raise ValueError(
+      raise errors.UserError(
           f"step={step} has no checkpoint in {self.directory}; available "
           f"steps: {self.all_steps()}.")
     restored = self.manager.restore(
@@ -238,7 +239,7 @@ class Checkpointer:
       if config is not None:
         diff = incompatible_fields(meta.get("config", {}), config)
         if diff:
-          raise ValueError(
+          raise errors.UserError(
               f"The checkpoint at step {step} in {self.directory} was written "
               "with an incompatible config; these fields differ:\n  "
               + "\n  ".join(diff) + "\nUse a fresh --workdir, or set these "

@@ -37,6 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl import models
 from ssm_icl import tasks
 from ssm_icl.parallel import distributed
@@ -91,7 +92,7 @@ def check_workdir(workdir: str) -> None:
     with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check"):
       pass
   except OSError as e:
-    raise ValueError(
+    raise errors.UserError(
         f"workdir={workdir!r} is not writable ({type(e).__name__}: {e}); "
         "pass a --workdir you can write to.") from None
 
@@ -103,7 +104,7 @@ def resolve_config(config: ml_collections.ConfigDict,
   for field, value in (("d_in", task.d_in), ("d_out", task.d_out)):
     given = resolved.model[field]
     if given is not None and given != value:
-      raise ValueError(
+      raise errors.UserError(
           f"model.{field}={given} does not match the task {task.name!r}, "
           f"which needs {value}; leave it None to take it from the task.")
     resolved.model[field] = value
@@ -151,11 +152,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   check_workdir(workdir)
   tcfg = config.train
   if tcfg.matmul_precision not in PRECISIONS:
-    raise ValueError(f"train.matmul_precision={tcfg.matmul_precision!r} is "
-                     f"unknown; expected one of {PRECISIONS}.")
+    raise errors.UserError(
+        f"train.matmul_precision={tcfg.matmul_precision!r} is "
+        f"unknown; expected one of {PRECISIONS}.")
   for field in ("steps", "log_every"):
     if tcfg[field] <= 0:
-      raise ValueError(f"train.{field}={tcfg[field]} must be positive.")
+      raise errors.UserError(f"train.{field}={tcfg[field]} must be positive.")
 
   # ---------------------------------------------------------- 2. mesh
   mesh = mesh_lib.make_mesh(config.mesh.shape, config.mesh.axes, devices)
