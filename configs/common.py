@@ -216,6 +216,10 @@ def task_config(arg: str | None, *, task: str, kwargs: dict[str, Any],
   config.train.steps = steps
   config.train.grad_clip = grad_clip
   config.ckpt.every = ckpt_every
+  if args.size != "paper":
+    # Workstation and smoke runs: GPU/TPU matmuls may use TF32/bf16 passes.
+    # The paper size trains in full fp32 like the reference (base.py).
+    config.train.matmul_precision = "default"
   if args.size == "small":
     config.train.steps = min(steps, 50_000)
     config.ckpt.every = min(ckpt_every, 5000)

@@ -129,6 +129,11 @@ def listen() -> None:
     _state["listening"] = True
 
 
+def active() -> bool:
+  """Whether `STATS` is counting (`enable` or `configure` was called)."""
+  return _state["listening"]
+
+
 def directory() -> str | None:
   """The directory passed to `enable`, or None."""
   return _state["directory"]

@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 from absl import logging
@@ -53,7 +54,7 @@ RESUMABLE_FIELDS = (
     "train.steps", "train.log_every", "train.eval_every",
     "train.eval_prompts", "train.lr", "train.lr_schedule",
     "train.warmup_steps", "train.inject_nan_at_step", "train.b1",
-    "train.b2", "train.eps",
+    "train.b2", "train.eps", "train.matmul_precision",
     "ckpt.", "mesh.",
     "model.remat", "model.scan_impl", "model.chunk_size", "model.attn_impl",
     "model.attn_block_size", "model.dtype",
@@ -315,6 +316,7 @@ class SignalFlag:
     self._previous = {}
     self._event = threading.Event()
     self.signal_name = None
+    self.received_at = None  # time.monotonic() of the first signal
 
   @property
   def requested(self) -> bool:
@@ -322,6 +324,8 @@ class SignalFlag:
 
   def _handle(self, signum, frame):
     del frame
+    if self.received_at is None:
+      self.received_at = time.monotonic()
     self.signal_name = signal.Signals(signum).name
     self._event.set()
 

@@ -8,7 +8,8 @@ One function in sections, in the order they run:
 
 Every input error (mesh vs device count, batch vs data axis, prompt longer
 than the model's positions, incompatible checkpoint, unwritable workdir) is
-raised in sections 1-5, before anything is compiled.
+raised as an `errors.UserError` in sections 1-5, before anything is
+compiled.
 
 Resume priority: the latest readable checkpoint in `workdir/checkpoints`
 (see `checkpoint.Checkpointer.restore_latest`), else a fresh init from the
@@ -17,8 +18,12 @@ reproduces the uninterrupted run bit for bit on the same machine.
 
 A SIGTERM (or, under `jax.distributed`, a preemption notice) makes the loop
 save the current step and return normally, so the process exits with status
-0. A non-finite loss raises `NonFiniteLossError` naming the first bad step;
-no checkpoint is written after it, so the last checkpoint on disk is good.
+0. It stops within seconds: at most `MAX_IN_FLIGHT` dispatched steps are
+unfinished at any time (`bound_in_flight`), so the stop waits for at most
+that many steps, and no evaluation or new step starts after the signal.
+
+A non-finite loss raises `NonFiniteLossError` naming the first bad step; no
+checkpoint is written after it, so the last checkpoint on disk is good.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from typing import Any
 
 from absl import logging
@@ -37,6 +43,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from ssm_icl import compile_cache
 from ssm_icl import errors
 from ssm_icl import models
 from ssm_icl import tasks
@@ -49,6 +56,8 @@ from ssm_icl.train import state as state_lib
 from ssm_icl.train import step as step_lib
 
 PRECISIONS = ("default", "high", "highest")
+# Train steps that may be dispatched but unfinished (`bound_in_flight`).
+MAX_IN_FLIGHT = 2
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,7 +93,7 @@ def console(message: str) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """Raises ValueError unless `workdir` can be created and written."""
+  """Raises `errors.UserError` unless `workdir` can be created and written."""
   if "://" in workdir:  # object stores: Orbax checks them itself
     return
   try:
@@ -145,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     A `TrainResult`.
 
   Raises:
-    ValueError: invalid config, mesh, batch, workdir or checkpoint.
+    errors.UserError: invalid config, mesh, batch, workdir or checkpoint.
     NonFiniteLossError: the loss became NaN/Inf (the message names the step).
   """
   # ---------------------------------------------------------- 1. workdir
@@ -251,6 +260,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     total = tcfg.steps
     progress = metrics_lib.Progress(total, start)
     pending = []  # (step, metrics) not yet checked / written
+    in_flight = collections.deque()  # losses of steps maybe still running
+    first_step_start = time.perf_counter()
     window = []   # host metrics since the last record
     last_record, last_eval = {}, {}
     step, interrupted = start, False
@@ -283,6 +294,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           step += 1
           pending.append((step, step_metrics))
           progress.add_tokens(tcfg.batch_size * task.seq_len(n_points))
+          bound_in_flight(in_flight, step_metrics["train/loss"])
+          if step == start + 1:
+            jax.block_until_ready(step_metrics)
+            console(first_step_line(step, time.perf_counter()
+                                    - first_step_start))
 
           if step % tcfg.log_every == 0 or step == total:
             drain()
@@ -297,21 +313,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             writer.write(step, last_record)
             console(progress.line(step, last_record["train/loss"], rates))
 
-          if tcfg.eval_every > 0 and (step % tcfg.eval_every == 0
-                                      or step == total):
+          # A stop is decided before the evaluation, which may take
+          # seconds: after a signal no new work is dispatched.
+          stop = signals.requested or ckpt.reached_preemption(step)
+          if not stop and tcfg.eval_every > 0 and (
+              step % tcfg.eval_every == 0 or step == total):
             last_eval = evaluate(state, n_points)
             writer.write(step, last_eval)
             console(eval_line(step, last_eval))
 
-          stop = signals.requested or ckpt.reached_preemption(step)
           if stop or step == total or ckpt.should_save(step):
             drain()  # never save a state whose loss history is non-finite
             ckpt.save(step, state, ckpt_lib.make_meta(config_dict, step, mesh))
           if stop:
             interrupted = True
-            console(f"Stopping at step {step} "
-                    f"({signals.signal_name or 'preemption'}); checkpoint "
-                    f"saved in {ckpt.directory}.")
+            console(stop_line(step, signals, ckpt))
             break
 
     finally:
@@ -323,6 +339,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return TrainResult(state=state, step=step, interrupted=interrupted,
                      last_metrics=last_record, last_eval=last_eval,
                      compiled=dict(compiled))
+
+
+def bound_in_flight(in_flight: collections.deque, new: jax.Array,
+                    limit: int | None = None) -> None:
+  """Appends a step's output and waits until at most `limit` are unfinished.
+
+  JAX dispatches steps asynchronously, so without a bound the Python loop
+  runs up to the next metric fetch (`log_every` steps) ahead of the device,
+  and a SIGTERM would have to wait for all of them. With `limit` steps in
+  flight the device is still never idle (the next step is queued while the
+  current one runs) and a stop waits for at most `limit` steps.
+
+  Args:
+    in_flight: outputs of dispatched steps, oldest first (updated in place).
+    new: an output of the step just dispatched (e.g. its loss).
+    limit: the bound; default `MAX_IN_FLIGHT`.
+  """
+  in_flight.append(new)
+  limit = MAX_IN_FLIGHT if limit is None else limit
+  while len(in_flight) > limit:
+    in_flight.popleft().block_until_ready()
+
+
+def first_step_line(step: int, seconds: float) -> str:
+  """The console line after the first step of a start (compile included)."""
+  line = (f"Step {step} done {seconds:.1f} s after the loop started "
+          "(compilation included).")
+  if compile_cache.active():
+    line += " " + compile_cache.report()
+  return line
+
+
+def stop_line(step: int, signals: Any, ckpt: ckpt_lib.Checkpointer) -> str:
+  """Waits for the stop's checkpoint and describes the stop and its timing.
+
+  Two times: signal -> the loop stopped (the in-flight steps finished and
+  the save started), and the wait for the checkpoint to be on disk.
+  """
+  if signals.signal_name is None:
+    reason = "(preemption)"
+  else:
+    reason = (f"({signals.signal_name}) "
+              f"{time.monotonic() - signals.received_at:.2f} s after the "
+              "signal")
+  save_start = time.perf_counter()
+  ckpt.wait()
+  saved_s = time.perf_counter() - save_start
+  return (f"Stopping at step {step} {reason}; checkpoint saved in "
+          f"{ckpt.directory} ({saved_s:.2f} s to finish writing it).")
 
 
 def eval_line(step: int, values: dict[str, Any]) -> str:
@@ -337,6 +402,7 @@ class _NoSignal:
   """Stands in for `SignalFlag` when JAX's preemption service owns SIGTERM."""
   requested = False
   signal_name = None
+  received_at = None
 
   def __enter__(self):
     return self
