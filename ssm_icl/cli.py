@@ -21,6 +21,7 @@ persistent compilation cache; see `ssm_icl.compile_cache`.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -124,6 +125,18 @@ def run(main: Callable[[list[str]], Any]) -> None:
       fail(e)
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+def exit_now(code: int = 0) -> NoReturn:
+  """Flushes the output and exits at once, skipping interpreter teardown.
+
+  Only for when every file is already closed: atexit handlers and object
+  finalizers do not run.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  logging.flush()
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def start() -> str | None:

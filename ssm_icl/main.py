@@ -43,9 +43,19 @@ def main(argv):
                                _PROCESS_ID.value)
   cli.start()
   # Imported after the distributed init (it imports jax-heavy modules).
-  from ssm_icl.train import loop  # pylint: disable=g-import-not-at-top
-  loop.train_and_evaluate(cli.config_value(_CONFIG), _WORKDIR.value)
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from ssm_icl.train import loop
+  # pylint: enable=g-import-not-at-top
+  result = loop.train_and_evaluate(cli.config_value(_CONFIG), _WORKDIR.value)
   loop.console(compile_cache.report())
+  if result.interrupted and jax.process_count() == 1:
+    # Stopped by SIGTERM: the checkpoint is on disk and the metric files are
+    # closed, so skip the interpreter's teardown (freeing the XLA client
+    # and, where installed, PyTorch, which tensorboardX imports): seconds
+    # that a preempted VM may not have. Multi-process runs exit normally, so
+    # jax.distributed shuts down in step with the other processes.
+    cli.exit_now(0)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ reproduces the uninterrupted run bit for bit on the same machine.
 A SIGTERM (or, under `jax.distributed`, a preemption notice) makes the loop
 save the current step and return normally, so the process exits with status
 0. It stops within seconds: at most `MAX_IN_FLIGHT` dispatched steps are
-unfinished at any time (`bound_in_flight`), so the stop waits for at most
-that many steps, and no evaluation or new step starts after the signal.
+queued behind the running one (`bound_in_flight`), so the stop waits for
+only those, and no evaluation or new step starts after the signal.
 
 A non-finite loss raises `NonFiniteLossError` naming the first bad step; no
 checkpoint is written after it, so the last checkpoint on disk is good.
@@ -57,7 +57,7 @@ from ssm_icl.train import step as step_lib
 
 PRECISIONS = ("default", "high", "highest")
 # Train steps that may be dispatched but unfinished (`bound_in_flight`).
-MAX_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -347,9 +347,10 @@ def bound_in_flight(in_flight: collections.deque, new: jax.Array,
 
   JAX dispatches steps asynchronously, so without a bound the Python loop
   runs up to the next metric fetch (`log_every` steps) ahead of the device,
-  and a SIGTERM would have to wait for all of them. With `limit` steps in
-  flight the device is still never idle (the next step is queued while the
-  current one runs) and a stop waits for at most `limit` steps.
+  and a SIGTERM would have to wait for all of them. With `limit` = 1 the
+  device is still never idle as long as the host's work per step is shorter
+  than a step (the next step is queued while the current one runs), and a
+  stop waits for the running step and at most `limit` queued ones.
 
   Args:
     in_flight: outputs of dispatched steps, oldest first (updated in place).

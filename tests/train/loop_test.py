@@ -167,7 +167,7 @@ class LoopTest(parameterized.TestCase):
       loop.bound_in_flight(in_flight, x, limit=2)
       self.assertLen(in_flight, min(i + 1, 2))
       self.assertTrue(all(o.is_ready() for o in outputs[:-2]))
-    self.assertEqual(loop.MAX_IN_FLIGHT, 2)
+    self.assertEqual(loop.MAX_IN_FLIGHT, 1)
 
   def test_curriculum_compiles_once_per_n_points(self):
     workdir = os.path.join(self.root, "loop_curriculum")
