@@ -110,8 +110,8 @@ def _flag_error_message(error: flags.Error) -> str:
     cause = cause.__cause__ or cause.__context__
   if innermost is None:
     return str(error)
-  prefix = str(error).split(": ", 1)[0] if str(error).startswith("flag --") \
-      else "config"
+  text = str(error)
+  prefix = text.split(": ", 1)[0] if text.startswith("flag --") else "config"
   return f"{prefix}: {innermost}"
 
 

@@ -55,7 +55,8 @@ class SecondStartTest(absltest.TestCase):
     for steps in (2, 4):  # the second start resumes from step 2
       result = cli_util.run(cli_util.main_args(
           workdir, f"--config.train.steps={steps}",
-          "--config.train.eval_every=0", f"--compile_cache={cache}"))
+          "--config.train.eval_every=0", f"--compile_cache={cache}"),
+          timeout=600, n_devices=1)
       self.assertEqual(result.returncode, 0, result.stderr[-3000:])
       line = result.stdout.strip().splitlines()[-1]
       self.assertStartsWith(line, f"Compilation cache {cache}:")

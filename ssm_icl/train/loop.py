@@ -56,7 +56,7 @@ from ssm_icl.train import state as state_lib
 from ssm_icl.train import step as step_lib
 
 PRECISIONS = ("default", "high", "highest")
-# Train steps that may be dispatched but unfinished (`bound_in_flight`).
+# Steps the host may dispatch ahead of the one running (`bound_in_flight`).
 MAX_IN_FLIGHT = 1
 
 
