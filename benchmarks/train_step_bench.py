@@ -17,6 +17,8 @@ generated on device, Adam + clipping):
     the fused Pallas selective scan (`scan_impl="pallas"`). On CPU they are
     reported as not measured (Pallas runs only in interpret mode there)
     unless named in `--cases`.
+`--precisions=default,highest` times every case at both matmul precisions
+and prints the ratio (the paper configs train at "highest").
 Reports compile time (lower + compile), median step time over `--steps`
 timed steps after one warm-up step, steps/s and tokens/s, printed as a table
 and optionally written as JSON, with the kernel's targets: the paper
@@ -63,6 +65,11 @@ _DEEP_BATCH = flags.DEFINE_integer(
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
 _CASES = flags.DEFINE_list("cases", None, "Run only these cases.")
 _PALLAS_SUFFIX = "_pallas"
+_PRECISIONS = flags.DEFINE_list(
+    "precisions", None, "Matmul precisions to time each case at, e.g. "
+    "default,highest (default: the config's train.matmul_precision, "
+    "'highest' for the paper configs); with two, their step-time ratio is "
+    "printed.")
 
 
 def cases(deep_batch: int) -> dict:
@@ -92,8 +99,14 @@ def _build(config):
   return task, models.ModelConfig.from_config_dict(model)
 
 
-def bench(config, n_points: int, steps: int) -> dict:
-  """Compiles and times the train step of `config` at `n_points`."""
+def bench(config, n_points: int, steps: int,
+          precision: str | None = None) -> dict:
+  """Compiles and times the train step of `config` at `n_points`.
+
+  The step runs under `precision` (default: the config's
+  `train.matmul_precision`), as the trainer does.
+  """
+  precision = precision or config.train.matmul_precision
   task, model_cfg = _build(config)
   model = models.build_model(model_cfg)
   tx = optim.make_optimizer(config.train)
@@ -101,7 +114,8 @@ def bench(config, n_points: int, steps: int) -> dict:
   rules = mesh_lib.axis_rules(config.mesh.rules, mesh)
   batch = config.train.batch_size
   mesh_lib.check_batch_divisible(batch, mesh)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with (jax.set_mesh(mesh), nn.logical_axis_rules(rules),
+        jax.default_matmul_precision(precision)):
     sharded = state_lib.abstract_state(
         model, tx, (1, task.seq_len(n_points), task.d_in), 0, mesh, rules)
     state = state_lib.init_state(sharded)
@@ -133,7 +147,7 @@ def bench(config, n_points: int, steps: int) -> dict:
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {
       "family": model_cfg.family, "n_layer": model_cfg.n_layer,
-      "d_model": model_cfg.d_model, "batch": batch,
+      "d_model": model_cfg.d_model, "batch": batch, "precision": precision,
       "tokens_per_prompt": task.seq_len(n_points), "params": int(n_params),
       "compile_s": compile_s, "step_ms": 1e3 * step_s,
       "steps_per_s": 1.0 / step_s, "tokens_per_s": tokens / step_s,
@@ -154,23 +168,26 @@ def main(argv):
     not_measured = [n for n in names if n.endswith(_PALLAS_SUFFIX)]
     names = [n for n in names if n not in not_measured]
   results = {}
+  precisions = _PRECISIONS.value or [None]
   for name in names:
     config, n_points = selected[name]
     steps = _DEEP_STEPS.value if name.startswith("deep") else _STEPS.value
-    results[name] = bench(config, n_points, steps)
-    print(f"done {name}", flush=True)
+    for precision in precisions:
+      key = name if len(precisions) == 1 else f"{name}@{precision}"
+      results[key] = bench(config, n_points, steps, precision)
+      print(f"done {key}", flush=True)
   device = jax.devices()[0]
-  header = (f"{'case':<18} {'layers':>6} {'D':>4} {'batch':>5} {'tokens':>6} "
-            f"{'params':>10} {'compile s':>9} {'step ms':>9} {'steps/s':>8} "
-            f"{'tokens/s':>10}")
+  header = (f"{'case':<26} {'precision':>9} {'layers':>6} {'D':>4} "
+            f"{'batch':>5} {'tokens':>6} {'params':>10} {'compile s':>9} "
+            f"{'step ms':>9} {'steps/s':>8} {'tokens/s':>10}")
   print(f"\n{device.device_kind} x {jax.device_count()} ({backend}), "
         f"jax {jax.__version__}")
   print(header)
   print("-" * len(header))
   for name, r in results.items():
-    print(f"{name:<18} {r['n_layer']:>6} {r['d_model']:>4} {r['batch']:>5} "
-          f"{r['tokens_per_prompt']:>6} {r['params']:>10,} "
-          f"{r['compile_s']:>9.2f} {r['step_ms']:>9.2f} "
+    print(f"{name:<26} {r['precision']:>9} {r['n_layer']:>6} "
+          f"{r['d_model']:>4} {r['batch']:>5} {r['tokens_per_prompt']:>6} "
+          f"{r['params']:>10,} {r['compile_s']:>9.2f} {r['step_ms']:>9.2f} "
           f"{r['steps_per_s']:>8.2f} {r['tokens_per_s']:>10,.0f}")
   for name in not_measured:
     print(f"{name:<18} not measured: Pallas runs only in interpret mode on "
@@ -185,6 +202,12 @@ def main(argv):
     print(f"{deep} step: {results[deep]['step_ms']:.0f} ms (target <= 200 "
           f"ms on an H200, batch 64; this run: {device.device_kind}, batch "
           f"{results[deep]['batch']})")
+  if len(precisions) == 2:
+    a, b = precisions
+    for name in names:
+      ratio = (results[f"{name}@{b}"]["step_ms"]
+               / results[f"{name}@{a}"]["step_ms"])
+      print(f"{name}: step time {b} / {a} = {ratio:.2f}")
   if _JSON.value:
     with open(_JSON.value, "w", encoding="utf-8") as f:
       json.dump({"device": device.device_kind, "backend": backend,

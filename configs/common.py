@@ -13,6 +13,8 @@ from typing import Any
 
 import ml_collections
 
+from ssm_icl import errors
+
 # The six architectures of the paper (ssm_icl.models.FAMILIES).
 FAMILIES = ("transformer", "mamba", "s4", "s4_mamba", "hybrid", "mambaformer")
 # "paper": the paper's sizes and schedule; "small": a narrower model for a
@@ -50,19 +52,19 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     else:
       key, value = token, "True"
     if key not in defaults:
-      raise ValueError(
+      raise errors.UserError(
           f"Config argument {token!r}: unknown key {key!r}; expected a family "
           f"{FAMILIES}, a size {SIZES} or one of {sorted(defaults)}.")
     if key in seen:
-      raise ValueError(f"Config argument sets {key!r} twice in {arg!r}.")
+      raise errors.UserError(f"Config argument sets {key!r} twice in {arg!r}.")
     seen.add(key)
     result[key] = _convert(key, value, defaults[key])
   if "family" in defaults and result.family not in FAMILIES:
-    raise ValueError(
+    raise errors.UserError(
         f"Config argument family={result.family!r} is unknown; expected one "
         f"of {FAMILIES}.")
   if "size" in defaults and result.size not in SIZES:
-    raise ValueError(
+    raise errors.UserError(
         f"Config argument size={result.size!r} is unknown; expected one of "
         f"{SIZES}.")
   return result
@@ -75,19 +77,19 @@ def _convert(key: str, value: str, default: Any) -> Any:
       return True
     if value.lower() in ("false", "0", "no"):
       return False
-    raise ValueError(f"Config argument {key}={value!r} must be a bool.")
+    raise errors.UserError(f"Config argument {key}={value!r} must be a bool.")
   if isinstance(default, str) or default is None:
     return value
   try:
     parsed = ast.literal_eval(value)
   except (ValueError, SyntaxError):
-    raise ValueError(
+    raise errors.UserError(
         f"Config argument {key}={value!r} must be a "
         f"{type(default).__name__}.") from None
   if isinstance(default, float) and isinstance(parsed, int):
     parsed = float(parsed)
   if type(parsed) is not type(default):  # pylint: disable=unidiomatic-typecheck
-    raise ValueError(
+    raise errors.UserError(
         f"Config argument {key}={value!r} must be a "
         f"{type(default).__name__}.")
   return parsed
@@ -214,6 +216,10 @@ def task_config(arg: str | None, *, task: str, kwargs: dict[str, Any],
   config.train.steps = steps
   config.train.grad_clip = grad_clip
   config.ckpt.every = ckpt_every
+  if args.size != "paper":
+    # Workstation and smoke runs: GPU/TPU matmuls may use TF32/bf16 passes.
+    # The paper size trains in full fp32 like the reference (base.py).
+    config.train.matmul_precision = "default"
   if args.size == "small":
     config.train.steps = min(steps, 50_000)
     config.ckpt.every = min(ckpt_every, 5000)

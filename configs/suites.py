@@ -32,6 +32,8 @@ A suite is a ConfigDict:
 
 import ml_collections
 
+from ssm_icl import errors
+
 FAMILIES = ("transformer", "mamba", "s4", "s4_mamba", "hybrid", "mambaformer")
 TABLE1 = "transformer,mamba,mambaformer"
 ALL = ",".join(FAMILIES)
@@ -162,8 +164,9 @@ def get_config(arg=None):
   """The suite named `arg` ("paper", "mini" or "smoke")."""
   builders = {"paper": _paper, "mini": _mini, "smoke": _smoke}
   if arg not in builders:
-    raise ValueError(f"configs/suites.py: unknown suite {arg!r}; expected one "
-                     f"of {SUITES}.")
+    raise errors.UserError(
+        f"configs/suites.py: unknown suite {arg!r}; expected one "
+        f"of {SUITES}.")
   suite = builders[arg]()
   suite.name = arg
   return suite

@@ -15,3 +15,10 @@ It subclasses `ValueError` so library callers that already catch
 
 class UserError(ValueError):
   """A bad input from the user (config value, flag, workdir, checkpoint)."""
+
+
+class UserTypeError(UserError, TypeError):
+  """A user-supplied value of the wrong type (e.g. a string for an int).
+
+  Also a `TypeError`, so callers catching either keep working.
+  """

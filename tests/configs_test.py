@@ -124,6 +124,24 @@ class ConfigFilesTest(parameterized.TestCase):
          config.train.steps, config.train.batch_size, config.train.seed),
         (2e-3, "cosine", 200, 4000, 64, 0))
 
+  @parameterized.parameters(*TASK_FILES)
+  def test_paper_sizes_train_in_full_fp32(self, task):
+    # The reference trains in fp32; the small/tiny sizes may use TF32/bf16
+    # matmul passes on GPU/TPU (docs/TRAINING.md, "Precision").
+    module = _load(task)
+    self.assertEqual(module.get_config("mamba").train.matmul_precision,
+                     "highest")
+    for size in ("small", "tiny"):
+      self.assertEqual(
+          module.get_config(f"mamba,{size}").train.matmul_precision,
+          "default")
+
+  def test_precision_of_base_and_quickstart(self):
+    self.assertEqual(_load("base").get_config().train.matmul_precision,
+                     "highest")
+    self.assertEqual(_load("quickstart").get_config().train.matmul_precision,
+                     "default")
+
   def test_configs_are_lockable_and_json_friendly(self):
     config = _load("linear_regression").get_config("mamba,tiny")
     config.lock()

@@ -18,8 +18,9 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 
+from ssm_icl import cli
+from ssm_icl import compile_cache
 from ssm_icl import errors
 from ssm_icl import paths
 
@@ -74,10 +75,10 @@ def restore_run(workdir: paths.PathLike, step: int | None = None
                                async_save=False)
   steps = ckpt.all_steps()
   if not steps:
-    raise ValueError(f"{directory} holds no complete checkpoint.")
+    raise errors.UserError(f"{directory} holds no complete checkpoint.")
   if step is not None and step not in steps:
-    raise ValueError(f"step={step} has no checkpoint in {directory}; "
-                     f"available steps: {steps}.")
+    raise errors.UserError(f"step={step} has no checkpoint in {directory}; "
+                           f"available steps: {steps}.")
   meta = ckpt.read_meta(steps[-1] if step is None else step)
   config = ml_collections.ConfigDict(meta["config"])
   task, curriculum, model_cfg, _ = loop.build(config)
@@ -192,15 +193,15 @@ def summary(results: dict[str, Any], task: Any,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.start()
   run(paths.workdir_path(_WORKDIR.value, name="--workdir"),
       n_prompts=_N_PROMPTS.value,
       batch_size=_BATCH_SIZE.value, seed=_SEED.value,
       n_points=_N_POINTS.value, step=_STEP.value,
       baselines=_BASELINES.value, n_bootstrap=_N_BOOTSTRAP.value)
+  print(compile_cache.report(), flush=True)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  cli.run(main)

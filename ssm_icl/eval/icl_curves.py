@@ -28,9 +28,9 @@ from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from ssm_icl import paths
+from ssm_icl import progress_bar
 from ssm_icl import tasks
 from ssm_icl.tasks import base
 
@@ -199,7 +199,8 @@ def evaluate(predictors: Mapping[str, Predictor], task: Any, *,
     seed: evaluation seed; the same seed gives the same prompts and, for
       deterministic predictors, identical curves.
     n_bootstrap: bootstrap resamples of the prompts.
-    progress: show a tqdm progress bar.
+    progress: show a progress bar (`ssm_icl.progress_bar`: one line per
+      update when stderr is not a terminal).
 
   Returns:
     A JSON-serialisable dict: `task`, `task_config`, `metric`, `normalizer`,
@@ -222,10 +223,9 @@ def evaluate(predictors: Mapping[str, Predictor], task: Any, *,
   sums = {name: [] for name in names}       # per batch: [b, X]
   weights = []
   x = onehot = metric = normalizer = None
-  bar = tqdm.tqdm(total=math.ceil(n_prompts / batch_size) * len(names),
-                  desc=f"eval {getattr(task, 'name', '')}",
-                  disable=not progress,
-                  leave=False)
+  bar = progress_bar.progress_bar(
+      math.ceil(n_prompts / batch_size) * len(names),
+      f"eval {getattr(task, 'name', '')}", enabled=progress, leave=False)
   for _, prompt in eval_prompts(task, n_points=n_points, n_prompts=n_prompts,
                                 batch_size=batch_size, seed=seed):
     if x is None:

@@ -8,8 +8,9 @@ This is the only module below `train` that knows about `ConfigDict`, and it
 only duck-types it (`to_dict()`), so it does not import ml_collections.
 
 Every field is checked in `__post_init__`, before anything is traced or
-compiled; a bad value raises ValueError (TypeError for a wrong type) naming
-the field, the value and what was expected.
+compiled; a bad value raises `errors.UserError` (`errors.UserTypeError` for
+a wrong type; they are ValueError / TypeError) naming the field, the value
+and what was expected.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Mapping, Optional, Union
 
 import jax.numpy as jnp
 
+from ssm_icl import errors
 from ssm_icl.models import families
 from ssm_icl.nn import blocks
 from ssm_icl.nn import mamba
@@ -145,8 +147,9 @@ class ModelConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in cd if k not in fields)
     if unknown:
-      raise ValueError(f"Unknown model config keys {unknown}; valid keys are "
-                       f"{sorted(fields)}.")
+      raise errors.UserError(
+          f"Unknown model config keys {unknown}; valid keys are "
+          f"{sorted(fields)}.")
     return cls(**dict(cd))
 
   def to_dict(self) -> dict[str, Any]:
@@ -165,33 +168,34 @@ class ModelConfig:
   def validate(self) -> None:
     """Raises ValueError / TypeError naming the first invalid field."""
     if self.family not in families.FAMILY_NAMES:
-      raise ValueError(f"Unknown family {self.family!r}; expected one of "
-                       f"{list(families.FAMILY_NAMES)}.")
+      raise errors.UserError(f"Unknown family {self.family!r}; expected one of "
+                             f"{list(families.FAMILY_NAMES)}.")
     if self.family == families.CUSTOM and self.pattern is None:
-      raise ValueError("pattern is required for family='custom' (e.g. "
-                       "pattern='mamba,attn,mlp').")
+      raise errors.UserError("pattern is required for family='custom' (e.g. "
+                             "pattern='mamba,attn,mlp').")
     if self.family != families.CUSTOM and self.pattern is not None:
-      raise ValueError(f"pattern={self.pattern!r} is only used with "
-                       f"family='custom', not family={self.family!r}.")
+      raise errors.UserError(f"pattern={self.pattern!r} is only used with "
+                             f"family='custom', not family={self.family!r}.")
     for name in _POSITIVE_INTS:
       _check_positive_int(name, getattr(self, name))
     if self.chunk_size is not None:
       _check_positive_int("chunk_size", self.chunk_size)
     for name in _BOOLS:
       if not isinstance(getattr(self, name), bool):
-        raise TypeError(f"{name} must be a bool, got "
-                        f"{getattr(self, name)!r}.")
+        raise errors.UserTypeError(f"{name} must be a bool, got "
+                                   f"{getattr(self, name)!r}.")
     if self.dt_rank != "auto":
       _check_positive_int("dt_rank", self.dt_rank)
     for name in ("dt_min", "dt_max", "dt_init_floor"):
       _check_positive_float(name, getattr(self, name))
     if self.dt_min > self.dt_max:
-      raise ValueError(f"dt_min={self.dt_min} must not exceed "
-                       f"dt_max={self.dt_max}.")
+      raise errors.UserError(f"dt_min={self.dt_min} must not exceed "
+                             f"dt_max={self.dt_max}.")
     for name in ("dropout", "s4_mamba_dropout"):
       value = getattr(self, name)
       if not _is_number(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
+        raise errors.UserError(
+            f"{name} must be a number in [0, 1), got {value!r}.")
     _check_choice("scan_impl", self.scan_impl, SCAN_IMPLS)
     _check_choice("attn_impl", self.attn_impl, ATTN_IMPLS)
     _check_choice("dtype", self.dtype, tuple(DTYPES))
@@ -203,15 +207,16 @@ class ModelConfig:
     pattern = self.block_pattern
     unknown = [k for k in pattern if k not in blocks.BLOCKS]
     if unknown:
-      raise ValueError(f"Unknown block kind(s) {unknown} in pattern "
-                       f"{list(pattern)}; expected names from "
-                       f"{sorted(blocks.BLOCKS)}.")
+      raise errors.UserError(f"Unknown block kind(s) {unknown} in pattern "
+                             f"{list(pattern)}; expected names from "
+                             f"{sorted(blocks.BLOCKS)}.")
     if "attn" in pattern and self.d_model % self.n_head:
-      raise ValueError(f"d_model={self.d_model} must be divisible by "
-                       f"n_head={self.n_head}.")
+      raise errors.UserError(f"d_model={self.d_model} must be divisible by "
+                             f"n_head={self.n_head}.")
     if {"s4d", "s4_mamba"} & set(pattern) and self.d_state < 2:
-      raise ValueError(f"d_state={self.d_state} must be at least 2 for S4 "
-                       f"blocks (they use d_state // 2 complex modes).")
+      raise errors.UserError(
+          f"d_state={self.d_state} must be at least 2 for S4 "
+          f"blocks (they use d_state // 2 complex modes).")
 
   # ------------------------------------------------------ derived properties
 
@@ -273,17 +278,17 @@ def _is_number(value: Any) -> bool:
 
 def _check_positive_int(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, int):
-    raise TypeError(f"{name} must be an int, got {value!r}.")
+    raise errors.UserTypeError(f"{name} must be an int, got {value!r}.")
   if value < 1:
-    raise ValueError(f"{name} must be positive, got {value}.")
+    raise errors.UserError(f"{name} must be positive, got {value}.")
 
 
 def _check_positive_float(name: str, value: Any) -> None:
   if not _is_number(value) or not value > 0:
-    raise ValueError(f"{name} must be a positive number, got {value!r}.")
+    raise errors.UserError(f"{name} must be a positive number, got {value!r}.")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   if value not in choices:
-    raise ValueError(f"Unknown {name} {value!r}; expected one of "
-                     f"{list(choices)}.")
+    raise errors.UserError(f"Unknown {name} {value!r}; expected one of "
+                           f"{list(choices)}.")

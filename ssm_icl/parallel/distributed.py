@@ -21,6 +21,8 @@ import os
 
 import jax
 
+from ssm_icl import errors
+
 ENV_VAR = "SSM_ICL_DIST_INIT"
 _TRUE = ("1", "true", "yes")
 
@@ -50,12 +52,12 @@ def maybe_initialize(coordinator_address: str | None = None,
   explicit = {k: v for k, v in given.items() if v is not None}
   if explicit and len(explicit) != len(given):
     missing = sorted(set(given) - set(explicit))
-    raise ValueError(
+    raise errors.UserError(
         f"Distributed initialisation needs coordinator_address, "
         f"num_processes and process_id together; missing {missing}.")
   if explicit:
     if num_processes < 1 or not 0 <= process_id < num_processes:
-      raise ValueError(
+      raise errors.UserError(
           f"process_id={process_id} must be in [0, num_processes="
           f"{num_processes}).")
   elif environ.get(ENV_VAR, "").lower() not in _TRUE:

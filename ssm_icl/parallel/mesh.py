@@ -25,6 +25,8 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ssm_icl import errors
+
 # The batch axis of every generated prompt is split over this mesh axis.
 DATA_AXIS = "data"
 # Tensor-parallel dimensions (Mamba inner channels, heads, MLP) go here.
@@ -50,25 +52,25 @@ def resolve_mesh_shape(shape: Sequence[int],
   """
   shape = tuple(int(s) for s in shape)
   if not shape:
-    raise ValueError("mesh.shape is empty; expected e.g. (-1, 1).")
+    raise errors.UserError("mesh.shape is empty; expected e.g. (-1, 1).")
   if shape.count(-1) > 1:
-    raise ValueError(
+    raise errors.UserError(
         f"mesh.shape={shape} has more than one -1; at most one axis can be "
         "filled from the device count.")
   bad = [s for s in shape if s != -1 and s <= 0]
   if bad:
-    raise ValueError(
+    raise errors.UserError(
         f"mesh.shape={shape} has non-positive entries {bad}; expected "
         "positive sizes or a single -1.")
   fixed = math.prod(s for s in shape if s != -1)
   if -1 in shape:
     if n_devices % fixed:
-      raise ValueError(
+      raise errors.UserError(
           f"mesh.shape={shape}: the fixed axes multiply to {fixed}, which "
           f"does not divide the device count {n_devices}.")
     shape = tuple(n_devices // fixed if s == -1 else s for s in shape)
   elif fixed != n_devices:
-    raise ValueError(
+    raise errors.UserError(
         f"mesh.shape={shape} covers {fixed} devices but {n_devices} devices "
         f"are available; use a shape whose product is {n_devices} or put -1 "
         "on one axis.")
@@ -90,13 +92,13 @@ def make_mesh(shape: Sequence[int],
   """
   axes = tuple(axes)
   if len(axes) != len(tuple(shape)):
-    raise ValueError(
+    raise errors.UserError(
         f"mesh.axes={axes} has {len(axes)} names but mesh.shape="
         f"{tuple(shape)} has {len(tuple(shape))} entries.")
   if len(set(axes)) != len(axes):
-    raise ValueError(f"mesh.axes={axes} has repeated names.")
+    raise errors.UserError(f"mesh.axes={axes} has repeated names.")
   if DATA_AXIS not in axes:
-    raise ValueError(
+    raise errors.UserError(
         f"mesh.axes={axes} has no {DATA_AXIS!r} axis; the batch is split "
         "over it.")
   devices = list(jax.devices() if devices is None else devices)
@@ -122,7 +124,7 @@ def axis_rules(name: str, mesh: Mesh) -> tuple[tuple[str, str | None], ...]:
   missing = sorted({m for _, m in rules
                     if m is not None and m not in mesh.axis_names})
   if missing:
-    raise ValueError(
+    raise errors.UserError(
         f"mesh.rules={name!r} maps onto mesh axes {missing}, which the mesh "
         f"axes {tuple(mesh.axis_names)} lack.")
   return rules
@@ -133,7 +135,7 @@ def check_batch_divisible(batch_size: int, mesh: Mesh,
   """Raises ValueError unless `batch_size` splits evenly over the data axis."""
   n_data = mesh.shape[DATA_AXIS]
   if batch_size <= 0 or batch_size % n_data:
-    raise ValueError(
+    raise errors.UserError(
         f"{field}={batch_size} is not divisible by the mesh's {DATA_AXIS!r} "
         f"axis of size {n_data} (mesh shape {dict(mesh.shape)}); choose a "
         f"multiple of {n_data}.")

@@ -24,12 +24,15 @@ Options:
   --report_only                      only rewrite the outputs from the
                                      finished runs
   --figures_dir=docs/figures         also write small PNGs for the docs
+  --compile_cache=DIR|off            persistent compilation cache (default
+                                     ~/.cache/ssm_icl/jax; see ssm_icl.cli)
 """
 
 from absl import app
 from absl import flags
-from absl import logging
 
+from ssm_icl import cli
+from ssm_icl import compile_cache
 from ssm_icl import paths
 
 _SUITE = flags.DEFINE_enum("suite", None, ["paper", "mini", "smoke"],
@@ -52,9 +55,6 @@ _REPORT_ONLY = flags.DEFINE_bool(
 _FIGURES_DIR = flags.DEFINE_string(
     "figures_dir", None, "Also write small PNGs of the curves and the FLOPs "
     "figure there (e.g. docs/figures).")
-_COMPILE_CACHE = flags.DEFINE_bool(
-    "compile_cache", True, "Keep compiled programs in DIR/jax_cache, so a "
-    "resumed suite does not compile its programs again.")
 
 
 def plan_table(runs) -> str:
@@ -82,45 +82,39 @@ def plan_table(runs) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.start()
   # pylint: disable=g-import-not-at-top
-  import jax
   from ssm_icl.reproduce import estimate
   from ssm_icl.reproduce import outputs
   from ssm_icl.reproduce import plan as plan_lib
   from ssm_icl.reproduce import runner
   # pylint: enable=g-import-not-at-top
   workdir = paths.workdir_path(_WORKDIR.value, name="--workdir")
-  if _COMPILE_CACHE.value and not _DRY_RUN.value:
-    jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
-  try:
-    suite = plan_lib.suite_config(_SUITE.value)
-    sweep = plan_lib.parse_sweep(_SWEEP.value)
-    runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=_TASKS.value,
-                         families=_MODELS.value)
-    if _DRY_RUN.value:
-      print(plan_table(runs))
-      return
-    if _TIME_STEPS.value:
-      estimate.estimate_times(runs, workdir, n_steps=_TIME_STEPS.value)
-      return
-    if not _REPORT_ONLY.value:
-      result = runner.run_suite(suite, workdir, sweep=sweep,
-                                tasks=_TASKS.value, families=_MODELS.value)
-      runs = result.runs
-    summary = outputs.write_outputs(workdir, runs, suite.name,
-                                    figures_dir=_FIGURES_DIR.value)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  suite = plan_lib.suite_config(_SUITE.value)
+  sweep = plan_lib.parse_sweep(_SWEEP.value)
+  runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=_TASKS.value,
+                            families=_MODELS.value)
+  if _DRY_RUN.value:
+    print(plan_table(runs))
+    return
+  if _TIME_STEPS.value:
+    estimate.estimate_times(runs, workdir, n_steps=_TIME_STEPS.value)
+    return
+  if not _REPORT_ONLY.value:
+    result = runner.run_suite(suite, workdir, sweep=sweep,
+                              tasks=_TASKS.value, families=_MODELS.value)
+    runs = result.runs
+  summary = outputs.write_outputs(workdir, runs, suite.name,
+                                  figures_dir=_FIGURES_DIR.value)
   if summary["runs"]:
     table = workdir / "table1.md"
     print((table if table.exists() else workdir / "table.md").read_text())
     print(f"Wrote {workdir}/table.md, table1.md, comparison.md, curves.png, "
           f"flops.png and summary.json ({len(summary['runs'])}/"
           f"{summary['n_planned']} runs finished).")
+  print(compile_cache.report(), flush=True)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["suite", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 from etils import epath
 import jax
 
+from ssm_icl import errors
 from ssm_icl import paths
 from ssm_icl.reproduce import plan as plan_lib
 from ssm_icl.train import loop
@@ -84,7 +85,7 @@ def estimate_times(runs: Sequence[plan_lib.Run], workdir: paths.PathLike, *,
     ValueError: if n_steps < 1.
   """
   if n_steps < 1:
-    raise ValueError(f"time_steps={n_steps} must be >= 1.")
+    raise errors.UserError(f"time_steps={n_steps} must be >= 1.")
   device = jax.devices()[0]
   lines = [
       "# Projected training time per run", "",

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 from etils import epath
 from matplotlib import figure as mpl_figure
 
+from ssm_icl import errors
 from ssm_icl import paths
 from ssm_icl.eval import icl_curves
 from ssm_icl.eval import plots
@@ -83,8 +84,9 @@ def collect(workdir: paths.PathLike, runs: Sequence[plan_lib.Run]
       merged[run.group].pop("step", None)
     target = merged[run.group]
     if results["x"] != target["x"]:
-      raise ValueError(f"{run.relpath}: evaluated at x={results['x']}, but "
-                       f"the other runs of {run.group!r} at {target['x']}.")
+      raise errors.UserError(
+          f"{run.relpath}: evaluated at x={results['x']}, but "
+          f"the other runs of {run.group!r} at {target['x']}.")
     target["curves"].update(results["curves"])
   for group, results in merged.items():
     path = workdir / group / runner.BASELINES

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from ssm_icl import errors
 from ssm_icl.ops import flops as flops_lib
 
 # task.kwargs holds the task's fields; a suite may set fields the paper
@@ -68,8 +69,8 @@ def import_configs() -> None:
     root = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
     if not os.path.isdir(os.path.join(root, "configs")):
-      raise ValueError("Cannot import the configs/ package: run from the "
-                       "source checkout that holds configs/.") from None
+      raise errors.UserError("Cannot import the configs/ package: run from the "
+                             "source checkout that holds configs/.") from None
     sys.path.insert(0, root)
 
 
@@ -87,8 +88,8 @@ def task_config(task: str, family: str, size: str
   try:
     module = importlib.import_module(f"configs.{task}")
   except ModuleNotFoundError:
-    raise ValueError(f"Unknown task {task!r}: there is no configs/{task}.py."
-                     ) from None
+    raise errors.UserError(
+        f"Unknown task {task!r}: there is no configs/{task}.py.") from None
   return module.get_config(f"{family},{size}")
 
 
@@ -112,8 +113,9 @@ def apply_overrides(config: ml_collections.ConfigDict,
     name = f"{path}{key}"
     if key not in config:
       if path.rstrip(".") not in _OPEN_SECTIONS:
-        raise ValueError(f"Override {name!r}: the config has no such key; "
-                         f"{path or 'the top level '}holds {sorted(config)}.")
+        raise errors.UserError(
+            f"Override {name!r}: the config has no such key; "
+            f"{path or 'the top level '}holds {sorted(config)}.")
       with config.unlocked():
         config[key] = value
       continue
@@ -124,8 +126,8 @@ def apply_overrides(config: ml_collections.ConfigDict,
     try:
       config[key] = value
     except TypeError as e:
-      raise ValueError(f"Override {name}={value!r} has the wrong type: {e}"
-                       ) from None
+      raise errors.UserError(
+          f"Override {name}={value!r} has the wrong type: {e}") from None
 
 
 def parse_value(text: str) -> Any:
@@ -149,10 +151,11 @@ def parse_sweep(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
     key = key.strip()
     items = [v.strip() for v in values.split(",") if v.strip()]
     if not sep or not key or not items:
-      raise ValueError(f"--sweep {spec!r}: expected KEY=V1,V2,... such as "
-                       "model.d_model=64,128,256.")
+      raise errors.UserError(
+          f"--sweep {spec!r}: expected KEY=V1,V2,... such as "
+          "model.d_model=64,128,256.")
     if key in seen:
-      raise ValueError(f"--sweep sets {key!r} twice.")
+      raise errors.UserError(f"--sweep sets {key!r} twice.")
     seen.add(key)
     parsed.append((key, [parse_value(v) for v in items]))
   return parsed
@@ -216,8 +219,8 @@ def plan_runs(suite: ml_collections.ConfigDict, *,
                                   for f in fs.split(",")}))):
     unknown = sorted(set(wanted or ()) - set(known))
     if unknown:
-      raise ValueError(f"Unknown {name}(s) {unknown} for suite "
-                       f"{suite.name!r}; it has {known}.")
+      raise errors.UserError(f"Unknown {name}(s) {unknown} for suite "
+                             f"{suite.name!r}; it has {known}.")
   runs = []
   combos = list(itertools.product(*[[(k, v) for v in values]
                                     for k, values in sweep]))
@@ -244,8 +247,9 @@ def plan_runs(suite: ml_collections.ConfigDict, *,
                         group=_label(task, task_sweep), sweep=combo,
                         config=config))
   if not runs:
-    raise ValueError(f"The filters tasks={tasks} models={families} keep no "
-                     f"run of suite {suite.name!r}.")
+    raise errors.UserError(
+        f"The filters tasks={tasks} models={families} keep no "
+        f"run of suite {suite.name!r}.")
   return runs
 
 

@@ -32,6 +32,7 @@ from etils import epath
 import ml_collections
 
 from ssm_icl import baselines as baselines_lib
+from ssm_icl import errors
 from ssm_icl import models
 from ssm_icl import paths
 from ssm_icl.eval import icl_curves
@@ -168,7 +169,7 @@ def finished_marker(run_dir: paths.PathLike, planned: dict[str, Any]
   marker = read_json(path)
   diff = config_differences(marker["config"], planned)
   if diff:
-    raise ValueError(
+    raise errors.UserError(
         f"{run_dir} was finished with another config than the suite plans "
         "now:\n  " + "\n  ".join(diff) + "\nUse a new --workdir (or delete "
         "that run directory to retrain it).")

@@ -14,6 +14,8 @@ import math
 import numbers
 from typing import Any, Mapping
 
+from ssm_icl import errors
+
 _PARTS = ("dims", "points")
 _KEYS = ("start", "end", "inc", "interval")
 
@@ -50,18 +52,18 @@ class Curriculum:
       values = {k: getattr(self, f"{part}_{k}") for k in _KEYS}
       for k, value in values.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-          raise ValueError(f"{part}_{k}={value!r} must be an int.")
+          raise errors.UserError(f"{part}_{k}={value!r} must be an int.")
       if values["start"] < 1:
-        raise ValueError(f"{part}_start={values['start']} must be >= 1.")
+        raise errors.UserError(f"{part}_start={values['start']} must be >= 1.")
       if values["end"] < values["start"]:
-        raise ValueError(f"{part}_end={values['end']} must be >= "
-                         f"{part}_start={values['start']}.")
+        raise errors.UserError(f"{part}_end={values['end']} must be >= "
+                               f"{part}_start={values['start']}.")
       if values["interval"] < 1:
-        raise ValueError(
+        raise errors.UserError(
             f"{part}_interval={values['interval']} must be >= 1.")
       if values["inc"] < 0 or (values["inc"] == 0
                                and values["end"] > values["start"]):
-        raise ValueError(
+        raise errors.UserError(
             f"{part}_inc={values['inc']} must be > 0 to go from "
             f"{part}_start={values['start']} to {part}_end={values['end']} "
             "(>= 0 when they are equal).")
@@ -92,28 +94,31 @@ class Curriculum:
     if hasattr(config, "to_dict"):  # ml_collections.ConfigDict
       config = config.to_dict()
     if not isinstance(config, Mapping):
-      raise ValueError(f"Curriculum config must be a mapping; got "
-                       f"{type(config).__name__}.")
+      raise errors.UserError(f"Curriculum config must be a mapping; got "
+                             f"{type(config).__name__}.")
     flat = {}
     for name, value in config.items():
       if name in _PARTS:
         if hasattr(value, "to_dict"):
           value = value.to_dict()
         if not isinstance(value, Mapping):
-          raise ValueError(f"Curriculum config {name!r} must be a mapping "
-                           f"with keys {list(_KEYS)}; got {value!r}.")
+          raise errors.UserError(
+              f"Curriculum config {name!r} must be a mapping "
+              f"with keys {list(_KEYS)}; got {value!r}.")
         for k, v in value.items():
           if k not in _KEYS:
-            raise ValueError(f"Unknown curriculum key {name}.{k}; expected "
-                             f"one of {list(_KEYS)}.")
+            raise errors.UserError(
+                f"Unknown curriculum key {name}.{k}; expected "
+                f"one of {list(_KEYS)}.")
           flat[f"{name}_{k}"] = v
       else:
         flat[name] = value
     valid = {f.name for f in dataclasses.fields(cls)}
     for name in flat:
       if name not in valid:
-        raise ValueError(f"Unknown curriculum key {name!r}; expected one of "
-                         f"{sorted(valid)} or nested 'dims'/'points'.")
+        raise errors.UserError(
+            f"Unknown curriculum key {name!r}; expected one of "
+            f"{sorted(valid)} or nested 'dims'/'points'.")
     return cls(**flat)
 
   def _value(self, part: str, step: int) -> int:

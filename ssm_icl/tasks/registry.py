@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ssm_icl import errors
 from ssm_icl.tasks import cot
 from ssm_icl.tasks import decision_tree
 from ssm_icl.tasks import mqar
@@ -44,11 +45,12 @@ def get_task(name: str, **kwargs: Any) -> task_lib.Task:
       field (named with the valid fields), or an invalid field value.
   """
   if name not in TASKS:
-    raise ValueError(f"Unknown task {name!r}; valid names: {sorted(TASKS)}.")
+    raise errors.UserError(
+        f"Unknown task {name!r}; valid names: {sorted(TASKS)}.")
   cls = TASKS[name]
   valid = [f.name for f in dataclasses.fields(cls)]
   unknown = sorted(set(kwargs) - set(valid))
   if unknown:
-    raise ValueError(f"Unknown argument(s) {unknown} for task {name!r}; "
-                     f"valid arguments: {valid}.")
+    raise errors.UserError(f"Unknown argument(s) {unknown} for task {name!r}; "
+                           f"valid arguments: {valid}.")
   return cls(**kwargs)

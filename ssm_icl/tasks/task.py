@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl.tasks import base
 
 class Task(abc.ABC):
@@ -83,7 +84,7 @@ class Task(abc.ABC):
     check_positive_int("n_positions", n_positions)
     length = self.seq_len(n_points)
     if length > n_positions:
-      raise ValueError(
+      raise errors.UserError(
           f"{self.name}: n_points={n_points} needs {length} tokens, but the "
           f"model allows n_positions={n_positions}; raise n_positions to at "
           f"least {length} or lower n_points.")
@@ -161,34 +162,35 @@ def check_positive_int(field: str, value: Any) -> None:
   """Raises ValueError unless `value` is an int >= 1 (bool is rejected)."""
   if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
       or value < 1):
-    raise ValueError(f"{field}={value!r} must be a positive int.")
+    raise errors.UserError(f"{field}={value!r} must be a positive int.")
 
 
 def check_probability(field: str, value: Any) -> None:
   """Raises ValueError unless 0 <= value <= 1."""
   if (isinstance(value, bool) or not isinstance(value, numbers.Real)
       or not 0.0 <= float(value) <= 1.0):
-    raise ValueError(f"{field}={value!r} must be a probability in [0, 1].")
+    raise errors.UserError(
+        f"{field}={value!r} must be a probability in [0, 1].")
 
 
 def check_non_negative(field: str, value: Any) -> None:
   """Raises ValueError unless `value` is a real number >= 0."""
   if (isinstance(value, bool) or not isinstance(value, numbers.Real)
       or not float(value) >= 0.0):
-    raise ValueError(f"{field}={value!r} must be a number >= 0.")
+    raise errors.UserError(f"{field}={value!r} must be a number >= 0.")
 
 
 def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
   """Raises ValueError unless `value` is one of `choices`."""
   if value not in choices:
-    raise ValueError(f"{field}={value!r} is unknown; expected one of "
-                     f"{list(choices)}.")
+    raise errors.UserError(f"{field}={value!r} is unknown; expected one of "
+                           f"{list(choices)}.")
 
 
 def check_at_most(field: str, value: int, other: str, bound: int) -> None:
   """Raises ValueError if value > bound (e.g. sparsity k > n_dims)."""
   if value > bound:
-    raise ValueError(f"{field}={value} must be <= {other}={bound}.")
+    raise errors.UserError(f"{field}={value} must be <= {other}={bound}.")
 
 
 def check_truncation(n_dims_truncated: Any, n_dims: int) -> None:
@@ -197,10 +199,10 @@ def check_truncation(n_dims_truncated: Any, n_dims: int) -> None:
     return
   value = np.asarray(n_dims_truncated)
   if value.shape or not np.issubdtype(value.dtype, np.integer):
-    raise ValueError(
+    raise errors.UserError(
         f"n_dims_truncated={n_dims_truncated!r} must be None or a scalar int.")
   if not 1 <= int(value) <= n_dims:
-    raise ValueError(
+    raise errors.UserError(
         f"n_dims_truncated={int(value)} must be in [1, n_dims={n_dims}].")
 
 

@@ -35,6 +35,7 @@ import datetime
 import json
 import signal
 import threading
+import time
 from typing import Any
 
 from absl import logging
@@ -44,6 +45,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import ssm_icl
+from ssm_icl import errors
 from ssm_icl import paths
 
 CHECKPOINT_DIR = "checkpoints"
@@ -57,7 +59,7 @@ RESUMABLE_FIELDS = (
     "train.steps", "train.log_every", "train.eval_every",
     "train.eval_prompts", "train.lr", "train.lr_schedule",
     "train.warmup_steps", "train.inject_nan_at_step", "train.b1",
-    "train.b2", "train.eps",
+    "train.b2", "train.eps", "train.matmul_precision",
     "train.length_buckets",
     "ckpt.", "mesh.",
     "model.remat", "model.scan_impl", "model.chunk_size", "model.attn_impl",
@@ -137,9 +139,9 @@ class Checkpointer:
   def __init__(self, workdir: paths.PathLike, *, every: int,
                max_to_keep: int | None, async_save: bool = True):
     if every <= 0:
-      raise ValueError(f"ckpt.every={every} must be positive.")
+      raise errors.UserError(f"ckpt.every={every} must be positive.")
     if max_to_keep is not None and max_to_keep <= 0:
-      raise ValueError(
+      raise errors.UserError(
           f"ckpt.max_to_keep={max_to_keep} must be positive (or None to keep "
           "every checkpoint).")
     self.every = every
@@ -203,7 +205,7 @@ class Checkpointer:
   def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
     """Restores the checkpoint at `step` onto `target`: (state, meta)."""
     if step not in self.all_steps():
-      raise ValueError(
+      raise errors.UserError(
           f"step={step} has no checkpoint in {self.directory}; available "
           f"steps: {self.all_steps()}.")
     restored = self.manager.restore(
@@ -252,7 +254,7 @@ class Checkpointer:
       if config is not None:
         diff = incompatible_fields(meta.get("config", {}), config)
         if diff:
-          raise ValueError(
+          raise errors.UserError(
               f"The checkpoint at step {step} in {self.directory} was written "
               "with an incompatible config; these fields differ:\n  "
               + "\n  ".join(diff) + "\nUse a fresh --workdir, or set these "
@@ -328,6 +330,7 @@ class SignalFlag:
     self._previous = {}
     self._event = threading.Event()
     self.signal_name = None
+    self.received_at = None  # time.monotonic() of the first signal
 
   @property
   def requested(self) -> bool:
@@ -335,6 +338,8 @@ class SignalFlag:
 
   def _handle(self, signum, frame):
     del frame
+    if self.received_at is None:
+      self.received_at = time.monotonic()
     self.signal_name = signal.Signals(signum).name
     self._event.set()
 

@@ -8,7 +8,8 @@ One function in sections, in the order they run:
 
 Every input error (mesh vs device count, batch vs data axis, prompt longer
 than the model's positions, incompatible checkpoint, unwritable workdir) is
-raised in sections 1-5, before anything is compiled.
+raised as an `errors.UserError` in sections 1-5, before anything is
+compiled.
 
 Resume priority: the latest readable checkpoint in `workdir/checkpoints`
 (see `checkpoint.Checkpointer.restore_latest`), else a fresh init from the
@@ -17,8 +18,12 @@ reproduces the uninterrupted run bit for bit on the same machine.
 
 A SIGTERM (or, under `jax.distributed`, a preemption notice) makes the loop
 save the current step and return normally, so the process exits with status
-0. A non-finite loss raises `NonFiniteLossError` naming the first bad step;
-no checkpoint is written after it, so the last checkpoint on disk is good.
+0. It stops within seconds: at most `MAX_IN_FLIGHT` dispatched steps are
+queued behind the running one (`bound_in_flight`), so the stop waits for
+only those, and no evaluation or new step starts after the signal.
+
+A non-finite loss raises `NonFiniteLossError` naming the first bad step; no
+checkpoint is written after it, so the last checkpoint on disk is good.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import collections
 import dataclasses
 import json
 import math
+import time
 from typing import Any
 
 from absl import logging
@@ -36,6 +42,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from ssm_icl import compile_cache
+from ssm_icl import errors
 from ssm_icl import models
 from ssm_icl import paths
 from ssm_icl import tasks
@@ -49,6 +57,8 @@ from ssm_icl.train import state as state_lib
 from ssm_icl.train import step as step_lib
 
 PRECISIONS = ("default", "high", "highest")
+# Steps the host may dispatch ahead of the one running (`bound_in_flight`).
+MAX_IN_FLIGHT = 1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -101,7 +111,7 @@ def resolve_config(config: ml_collections.ConfigDict,
   for field, value in (("d_in", task.d_in), ("d_out", task.d_out)):
     given = resolved.model[field]
     if given is not None and given != value:
-      raise ValueError(
+      raise errors.UserError(
           f"model.{field}={given} does not match the task {task.name!r}, "
           f"which needs {value}; leave it None to take it from the task.")
     resolved.model[field] = value
@@ -143,18 +153,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     A `TrainResult`.
 
   Raises:
-    ValueError: invalid config, mesh, batch, workdir or checkpoint.
+    errors.UserError: invalid config, mesh, batch, workdir or checkpoint.
     NonFiniteLossError: the loss became NaN/Inf (the message names the step).
   """
   # ---------------------------------------------------------- 1. workdir
   workdir = check_workdir(workdir)
   tcfg = config.train
   if tcfg.matmul_precision not in PRECISIONS:
-    raise ValueError(f"train.matmul_precision={tcfg.matmul_precision!r} is "
-                     f"unknown; expected one of {PRECISIONS}.")
+    raise errors.UserError(
+        f"train.matmul_precision={tcfg.matmul_precision!r} is "
+        f"unknown; expected one of {PRECISIONS}.")
   for field in ("steps", "log_every"):
     if tcfg[field] <= 0:
-      raise ValueError(f"train.{field}={tcfg[field]} must be positive.")
+      raise errors.UserError(f"train.{field}={tcfg[field]} must be positive.")
 
   # ---------------------------------------------------------- 2. mesh
   mesh = mesh_lib.make_mesh(config.mesh.shape, config.mesh.axes, devices)
@@ -272,6 +283,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     total = tcfg.steps
     progress = metrics_lib.Progress(total, start)
     pending = []  # (step, metrics) not yet checked / written
+    in_flight = collections.deque()  # losses of steps maybe still running
+    first_step_start = time.perf_counter()
     window = []   # host metrics since the last record
     last_record, last_eval = {}, {}
     step, interrupted = start, False
@@ -304,6 +317,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           step += 1
           pending.append((step, step_metrics))
           progress.add_tokens(tcfg.batch_size * task.seq_len(n_points))
+          bound_in_flight(in_flight, step_metrics["train/loss"])
+          if step == start + 1:
+            jax.block_until_ready(step_metrics)
+            console(first_step_line(step, time.perf_counter()
+                                    - first_step_start))
 
           if step % tcfg.log_every == 0 or step == total:
             drain()
@@ -318,22 +336,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             writer.write(step, last_record)
             console(progress.line(step, last_record["train/loss"], rates))
 
-          if tcfg.eval_every > 0 and (step % tcfg.eval_every == 0
-                                      or step == total):
+          # A stop is decided before the evaluation, which may take
+          # seconds: after a signal no new work is dispatched.
+          stop = signals.requested or ckpt.reached_preemption(step)
+          if not stop and tcfg.eval_every > 0 and (
+              step % tcfg.eval_every == 0 or step == total):
             last_eval = evaluate(state, n_points)
             writer.write(step, last_eval)
             console(eval_line(step, last_eval))
 
-          stop = signals.requested or ckpt.reached_preemption(step)
           if stop or step == total or ckpt.should_save(step):
             drain()  # never save a state whose loss history is non-finite
             ckpt.save(step, state, ckpt_lib.make_meta(config_dict, step, mesh))
             writer.flush()  # on GCS: store the records up to the checkpoint
           if stop:
             interrupted = True
-            console(f"Stopping at step {step} "
-                    f"({signals.signal_name or 'preemption'}); checkpoint "
-                    f"saved in {ckpt.directory}.")
+            console(stop_line(step, signals, ckpt))
             break
 
     finally:
@@ -350,6 +368,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      compiled=dict(compiled))
 
 
+def bound_in_flight(in_flight: collections.deque, new: jax.Array,
+                    limit: int | None = None) -> None:
+  """Appends a step's output and waits until at most `limit` are unfinished.
+
+  JAX dispatches steps asynchronously, so without a bound the Python loop
+  runs up to the next metric fetch (`log_every` steps) ahead of the device,
+  and a SIGTERM would have to wait for all of them. With `limit` = 1 the
+  device is still never idle as long as the host's work per step is shorter
+  than a step (the next step is queued while the current one runs), and a
+  stop waits for the running step and at most `limit` queued ones.
+
+  Args:
+    in_flight: outputs of dispatched steps, oldest first (updated in place).
+    new: an output of the step just dispatched (e.g. its loss).
+    limit: the bound; default `MAX_IN_FLIGHT`.
+  """
+  in_flight.append(new)
+  limit = MAX_IN_FLIGHT if limit is None else limit
+  while len(in_flight) > limit:
+    in_flight.popleft().block_until_ready()
+
+
+def first_step_line(step: int, seconds: float) -> str:
+  """The console line after the first step of a start (compile included)."""
+  line = (f"Step {step} done {seconds:.1f} s after the loop started "
+          "(compilation included).")
+  if compile_cache.active():
+    line += " " + compile_cache.report()
+  return line
+
+
+def stop_line(step: int, signals: Any, ckpt: ckpt_lib.Checkpointer) -> str:
+  """Waits for the stop's checkpoint and describes the stop and its timing.
+
+  Two times: signal -> the loop stopped (the in-flight steps finished and
+  the save started), and the wait for the checkpoint to be on disk.
+  """
+  if signals.signal_name is None:
+    reason = "(preemption)"
+  else:
+    reason = (f"({signals.signal_name}) "
+              f"{time.monotonic() - signals.received_at:.2f} s after the "
+              "signal")
+  save_start = time.perf_counter()
+  ckpt.wait()
+  saved_s = time.perf_counter() - save_start
+  return (f"Stopping at step {step} {reason}; checkpoint saved in "
+          f"{ckpt.directory} ({saved_s:.2f} s to finish writing it).")
+
+
 def eval_line(step: int, values: dict[str, Any]) -> str:
   """The console line of an evaluation."""
   return (f"eval at step {step}: loss {values['eval/loss']:.4g}, metric "
@@ -362,6 +430,7 @@ class _NoSignal:
   """Stands in for `SignalFlag` when JAX's preemption service owns SIGTERM."""
   requested = False
   signal_name = None
+  received_at = None
 
   def __enter__(self):
     return self

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import optax
 
+from ssm_icl import errors
+
 SCHEDULES = ("constant", "cosine")
 # Leaf names that weight decay applies to; everything else is exempt.
 DECAY_NAMES = frozenset({"kernel", "wpe", "embedding", "C"})
@@ -45,12 +47,12 @@ def learning_rate_schedule(train_cfg: Any) -> optax.Schedule:
   warmup = int(_get(train_cfg, "warmup_steps", 0))
   steps = int(_get(train_cfg, "steps"))
   if lr <= 0:
-    raise ValueError(f"train.lr={lr} must be positive.")
+    raise errors.UserError(f"train.lr={lr} must be positive.")
   if kind not in SCHEDULES:
-    raise ValueError(
+    raise errors.UserError(
         f"train.lr_schedule={kind!r} is unknown; expected one of {SCHEDULES}.")
   if warmup < 0:
-    raise ValueError(f"train.warmup_steps={warmup} must be >= 0.")
+    raise errors.UserError(f"train.warmup_steps={warmup} must be >= 0.")
   if kind == "cosine":
     return optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1))
@@ -103,10 +105,10 @@ def make_optimizer(train_cfg: Any) -> optax.GradientTransformation:
   weight_decay = float(_get(train_cfg, "weight_decay", 0.0))
   grad_clip = _get(train_cfg, "grad_clip", 0.0)
   if not 0.0 <= b1 < 1.0 or not 0.0 <= b2 < 1.0:
-    raise ValueError(
+    raise errors.UserError(
         f"train.b1={b1} and train.b2={b2} must both be in [0, 1).")
   if weight_decay < 0:
-    raise ValueError(f"train.weight_decay={weight_decay} must be >= 0.")
+    raise errors.UserError(f"train.weight_decay={weight_decay} must be >= 0.")
   parts = []
   if grad_clip is not None and float(grad_clip) > 0:
     parts.append(optax.clip_by_global_norm(float(grad_clip)))

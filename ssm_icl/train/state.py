@@ -96,8 +96,13 @@ def abstract_state(model: nn.Module, tx: optax.GradientTransformation,
     tokens = jnp.zeros(token_shape, jnp.float32)
     variables = model.init({"params": key, "dropout": key}, tokens,
                            deterministic=True)
-    return TrainState.create(apply_fn=model.apply,
-                             params=variables["params"], tx=tx)
+    state = TrainState.create(apply_fn=model.apply,
+                              params=variables["params"], tx=tx)
+    # A strong int32 step, as Orbax restores it: with flax's weakly typed 0
+    # a fresh and a resumed run would lower different train steps (one
+    # extra convert), so a resume could not reuse the persistent
+    # compilation cache.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
   boxed = jax.eval_shape(init_fn)
   shardings = nn.logical_to_mesh_sharding(

@@ -5,14 +5,17 @@ All runs use the tiny Mamba on linear regression over the 8 fake CPU devices
 compilation cache with the other training tests.
 """
 
+import collections
 import os
 import shutil
+import signal
 from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from configs import linear_regression
@@ -128,6 +131,44 @@ class LoopTest(parameterized.TestCase):
     ref.close()
     chex.assert_trees_all_equal(jax.device_get(result.state.params),
                                 jax.device_get(want.params))
+
+  def test_sigterm_stops_at_the_step_it_arrived_and_skips_the_eval(self):
+    workdir = os.path.join(self.root, "loop_sigterm")
+    shutil.rmtree(workdir, ignore_errors=True)
+    # The eval and the log would be due at step 3; a stop skips the eval.
+    config = tiny_config(steps=1000, log_every=1000, eval_every=3)
+    config.ckpt.every = 1000
+    dispatched = []
+    add_tokens = metrics.Progress.add_tokens
+
+    def dispatch_and_signal(progress, n):
+      dispatched.append(n)  # called once per dispatched step
+      if len(dispatched) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return add_tokens(progress, n)
+
+    with mock.patch.object(metrics.Progress, "add_tokens",
+                           dispatch_and_signal):
+      result = loop.train_and_evaluate(config, workdir)
+    self.assertTrue(result.interrupted)
+    self.assertEqual(result.step, 3)
+    self.assertLen(dispatched, 3)  # no step dispatched after the signal
+    self.assertEqual(result.last_eval, {})
+    ckpt = checkpoint.Checkpointer(workdir, every=5, max_to_keep=None)
+    self.assertEqual(ckpt.all_steps(), [3])
+    ckpt.close()
+
+  def test_bound_in_flight_waits_for_all_but_the_newest(self):
+    step = jax.jit(lambda x: jnp.tanh(x @ x))
+    x = jnp.ones((256, 256)) / 256
+    in_flight, outputs = collections.deque(), []
+    for i in range(6):
+      x = step(x)
+      outputs.append(x)
+      loop.bound_in_flight(in_flight, x, limit=2)
+      self.assertLen(in_flight, min(i + 1, 2))
+      self.assertTrue(all(o.is_ready() for o in outputs[:-2]))
+    self.assertEqual(loop.MAX_IN_FLIGHT, 1)
 
   def test_curriculum_compiles_once_per_length_bucket(self):
     # The many-outlier paper curriculum (points 12 -> 512 by 2: 251 lengths,

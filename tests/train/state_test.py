@@ -68,6 +68,11 @@ class StateTest(absltest.TestCase):
     chex.assert_trees_all_equal(jax.device_get(states[0].params),
                                 jax.device_get(states[1].params))
     self.assertEqual(int(states[0].step), 0)
+    # Strong int32 like a restored step, so fresh and resumed runs lower the
+    # same train step (and share the persistent compilation cache).
+    self.assertEqual(states[0].step.dtype, np.int32)
+    self.assertFalse(states[0].step.weak_type)
+    self.assertFalse(sharded.boxed.step.weak_type)
 
   def test_keys_are_distinct_streams(self):
     keys = [state_lib.init_key(0), state_lib.train_key(0, 0),
