@@ -54,6 +54,8 @@ EXTRA_DATA = {
     # The scripts read setup.py and the version in ssm_icl/__init__.py.
     "launch_test": ([".ci/run", "setup.py", "ssm_icl/__init__.py"],
                     ["launch/*.sh"]),
+    # Loads tests/conftest.py as a pytest plugin in a subprocess.
+    "conftest_test": (["tests/conftest.py"], []),
 }
 
 
