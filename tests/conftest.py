@@ -4,6 +4,7 @@ The XLA flag must be set before anything initialises a JAX backend, so it is
 done at import time of this conftest, which pytest loads before test modules.
 """
 
+import ast
 import importlib.util
 import os
 import tempfile
@@ -35,7 +36,6 @@ if not flags.FLAGS.is_parsed():
 # test marked `interop`: `-m "not interop"` deselects it and pytest counts it
 # as deselected; run anyway, it fails and says what to install. No test is
 # skipped in silence.
-_INTEROP_MARK = "pytestmark = pytest.mark.interop"
 _INTEROP_PACKAGES = ("torch", "transformers", "safetensors")
 
 
@@ -69,8 +69,17 @@ class _InteropModule(pytest.File):
                                          missing=self.missing)
 
 
+def _marked_interop(module_path):
+  """Whether the module assigns `pytestmark = pytest.mark.interop`."""
+  tree = ast.parse(module_path.read_text(encoding="utf-8"))
+  return any(
+      isinstance(node, ast.Assign) and
+      [ast.unparse(t) for t in node.targets] == ["pytestmark"] and
+      ast.unparse(node.value) == "pytest.mark.interop" for node in tree.body)
+
+
 def pytest_pycollect_makemodule(module_path, parent):
-  if _INTEROP_MARK not in module_path.read_text(encoding="utf-8"):
+  if not _marked_interop(module_path):
     return None
   missing = [name for name in _INTEROP_PACKAGES
              if importlib.util.find_spec(name) is None]
