@@ -1,24 +1,47 @@
 # shellcheck shell=bash
 # Shared helpers of the launch scripts: repository root, logging, dry-run
-# printing, and an idempotent Python 3.11 virtualenv with ssm_icl installed.
+# printing, and an idempotent virtualenv with ssm_icl installed, for either
+# end of the supported JAX range (CI tests both).
 # Source it (`source launch/common.sh`); it does nothing by itself.
 #
 # Environment:
-#   SSM_ICL_VENV    virtualenv directory (default: <repo>/.venv)
-#   SSM_ICL_PYTHON  interpreter that creates it (default: python3.11)
+#   SSM_ICL_STACK   oldest (default): Python 3.11 and the oldest supported
+#                   JAX stack (jax 0.10.x), the one with the `interop` extra;
+#                   newest: Python 3.12 and the newest jax/jaxlib/flax/orbax
+#                   on the package index, without `interop` (PyTorch for 3.12
+#                   would be a multi-gigabyte CUDA download)
+#   SSM_ICL_VENV    virtualenv directory (default: <repo>/.venv for oldest,
+#                   <repo>/.venv312 for newest)
+#   SSM_ICL_PYTHON  interpreter that creates it (default: python3.11; for
+#                   newest: python3.12 on PATH, else pyenv's newest 3.12)
 #   DRY_RUN=1       print commands instead of running them (`run`)
 
 SSM_ICL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${SSM_ICL_VENV:-$SSM_ICL_ROOT/.venv}"
+STACK="${SSM_ICL_STACK:-oldest}"
+case "$STACK" in
+  oldest)
+    PY_VERSION="3.11"
+    VENV="${SSM_ICL_VENV:-$SSM_ICL_ROOT/.venv}"
+    ;;
+  newest)
+    PY_VERSION="3.12"
+    VENV="${SSM_ICL_VENV:-$SSM_ICL_ROOT/.venv312}"
+    ;;
+  *)
+    printf "error: SSM_ICL_STACK='%s' is not a stack: expected oldest or %s\n" \
+      "$STACK" "newest" >&2
+    exit 1
+    ;;
+esac
 # Bazel's --python_path and `cd` below need an absolute path.
 [[ "$VENV" == /* ]] || VENV="$PWD/$VENV"
 PY="$VENV/bin/python"
-PYTHON_FOR_VENV="${SSM_ICL_PYTHON:-python3.11}"
+PYTHON_FOR_VENV="${SSM_ICL_PYTHON:-python$PY_VERSION}"
 # The CPU build of torch on our package index; an unpinned torch pulls a
 # multi-gigabyte CUDA build.
 TORCH_VERSION="2.13.0"
 DRY_RUN="${DRY_RUN:-0}"
-IS_PY311='import sys; sys.exit(sys.version_info[:2] != (3, 11))'
+PRINT_PY_VERSION='import sys; print("%d.%d" % sys.version_info[:2])'
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -64,30 +87,61 @@ elapsed() {
   fi
 }
 
-# Creates the virtualenv with Python 3.11 unless it exists; checks its version.
-ensure_venv() {
-  if [[ -x "$PY" ]]; then
-    "$PY" -c "$IS_PY311" ||
-      die "$VENV uses $("$PY" --version 2>&1), but ssm_icl needs Python" \
-        "3.11: remove $VENV or point SSM_ICL_VENV elsewhere"
+# Prints the "3.11"-style version of interpreter $1; nothing if it does not
+# run (a pyenv shim of a version that is not selected exits non-zero).
+py_version() {
+  "$1" -c "$PRINT_PY_VERSION" 2>/dev/null || true
+}
+
+# Prints the interpreter that creates the virtualenv: SSM_ICL_PYTHON if set,
+# else python$PY_VERSION if it runs, else pyenv's newest $PY_VERSION.x; prints
+# nothing if there is none.
+find_python() {
+  if [[ -n "${SSM_ICL_PYTHON:-}" ||
+    -n "$(py_version "$PYTHON_FOR_VENV")" ]]; then
+    printf '%s\n' "$PYTHON_FOR_VENV"
     return
   fi
-  if ! command -v "$PYTHON_FOR_VENV" >/dev/null 2>&1; then
-    die "$PYTHON_FOR_VENV not found: ssm_icl needs Python 3.11. Install it" \
-      "(Debian/Ubuntu: apt-get install python3.11 python3.11-venv; or" \
-      "pyenv install 3.11) or set SSM_ICL_PYTHON to a Python 3.11 binary."
+  command -v pyenv >/dev/null 2>&1 || return 0
+  local version
+  version="$(pyenv versions --bare 2>/dev/null |
+    grep -E "^${PY_VERSION/./\\.}\.[0-9]+$" | sort -t. -k3,3n | tail -n 1)"
+  [[ -z "$version" ]] ||
+    printf '%s\n' "$(pyenv root)/versions/$version/bin/python$PY_VERSION"
+}
+
+# Creates the virtualenv with Python $PY_VERSION unless it exists; checks its
+# version.
+ensure_venv() {
+  local have python
+  if [[ -x "$PY" ]]; then
+    have="$(py_version "$PY")"
+    [[ "$have" == "$PY_VERSION" ]] ||
+      die "$VENV uses $("$PY" --version 2>&1), but ssm_icl's $STACK stack" \
+        "needs Python $PY_VERSION: remove $VENV or point SSM_ICL_VENV" \
+        "elsewhere"
+    return
   fi
-  "$PYTHON_FOR_VENV" -c "$IS_PY311" ||
-    die "$PYTHON_FOR_VENV is $("$PYTHON_FOR_VENV" --version 2>&1), not" \
-      "Python 3.11: set SSM_ICL_PYTHON to a Python 3.11 binary."
-  log "Creating virtualenv $VENV ($PYTHON_FOR_VENV)"
+  python="$(find_python)"
+  if [[ -z "$python" ]] || ! command -v "$python" >/dev/null 2>&1; then
+    die "${python:-$PYTHON_FOR_VENV (on PATH or under pyenv)} not found:" \
+      "ssm_icl needs Python $PY_VERSION ($STACK stack). Install it" \
+      "(Debian/Ubuntu: apt-get install python$PY_VERSION" \
+      "python$PY_VERSION-venv; or pyenv install $PY_VERSION) or set" \
+      "SSM_ICL_PYTHON to a Python $PY_VERSION binary."
+  fi
+  have="$(py_version "$python")"
+  [[ "$have" == "$PY_VERSION" ]] ||
+    die "$python is $("$python" --version 2>&1), not Python $PY_VERSION:" \
+      "set SSM_ICL_PYTHON to a Python $PY_VERSION binary."
+  log "Creating virtualenv $VENV ($python)"
   local existed=0
   [[ ! -e "$VENV" ]] || existed=1
-  if ! run "$PYTHON_FOR_VENV" -m venv "$VENV"; then
+  if ! run "$python" -m venv "$VENV"; then
     # A half-made venv (no pip) would pass the check above next time.
     ((existed)) || rm -rf "$VENV"
     die "could not create $VENV" \
-      "(Debian/Ubuntu: apt-get install python3.11-venv)"
+      "(Debian/Ubuntu: apt-get install python$PY_VERSION-venv)"
   fi
 }
 
@@ -141,6 +195,14 @@ ensure_package() {
   local extras="$1" spec="." stamp key
   [[ -z "$extras" ]] || spec=".[$extras]"
   stamp="$VENV/.ssm_icl-install-${extras:-base}"
+  if [[ "$STACK" == newest ]]; then
+    # The newest stack means the newest on the index today, not on the day
+    # the virtualenv was made: always ask the index (pip keeps what is new).
+    log "Installing ssm_icl ($spec, editable) with the newest dependencies"
+    (cd "$SSM_ICL_ROOT" &&
+      pip_install --upgrade --upgrade-strategy eager -e "$spec")
+    return
+  fi
   key="$(_install_key "$extras")"
   if [[ -n "$key" && -f "$stamp" && "$(<"$stamp")" == "$key" ]]; then
     log "ssm_icl$([[ -z "$extras" ]] || echo "[$extras]") already installed"
@@ -153,4 +215,21 @@ ensure_package() {
     [[ -n "$key" ]] || die "pip install -e $spec left no ssm_icl install"
     printf '%s\n' "$key" >"$stamp"
   fi
+}
+
+# Prints the interpreter and JAX stack versions of the virtualenv, one line.
+stack_versions() {
+  "$PY" - <<'EOF' 2>/dev/null || true
+import importlib.metadata
+import platform
+
+words = [f"Python {platform.python_version()}"]
+for name in ("jax", "jaxlib", "flax", "orbax-checkpoint", "optax", "chex",
+             "numpy", "torch"):
+  try:
+    words.append(f"{name} {importlib.metadata.version(name)}")
+  except importlib.metadata.PackageNotFoundError:
+    pass
+print(", ".join(words))
+EOF
 }

@@ -25,14 +25,21 @@ SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "launch", "*.sh")) +
 # Variables of the scripts that must not leak in from the caller.
 _CLEARED = ("TPU_NAME", "ZONE", "PROJECT", "ACCEL", "VERSION", "QR_ID",
             "REPO_DIR", "DRY_RUN", "NUM_GPUS", "LOG_DIR", "WORKDIR", "CI",
-            "SSM_ICL_VENV", "SSM_ICL_PYTHON",
+            "SSM_ICL_VENV", "SSM_ICL_PYTHON", "SSM_ICL_STACK",
+            "SSM_ICL_PYTHON312",
             # Bazel puts site-packages here; the fake venv must not see it.
             "PYTHONPATH")
 
-# Stands in for <venv>/bin/python (and for python3.11 creating the venv).
+# Stands in for <venv>/bin/python (and for python3.X creating the venv): it
+# claims the version its name says (python3.12 -> 3.12), which a venv it makes
+# inherits.
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 printf '%s\n' "$*" >>"$FAKE_LOG"
 site="$(dirname "$(dirname "$0")")/site"
+version="$(cat "$site/../fake-version" 2>/dev/null || basename "$0")"
+version="${version#python}"
+[[ "$*" != *sys.version_info* ]] || { echo "$version"; exit 0; }
+[[ "$1" != --version ]] || { echo "Python $version.0"; exit 0; }
 add_dist() {
   mkdir -p "$site/$1-$2.dist-info"
   printf 'Metadata-Version: 2.1\nName: %s\nVersion: %s\n' "$1" "$2" \
@@ -41,6 +48,7 @@ add_dist() {
 case "$1 ${2:-}" in
   "-m venv")
     mkdir -p "$3/bin" && cp "$0" "$3/bin/python"
+    echo "$version" >"$3/fake-version"
     exit 0 ;;
   "-m pip")
     for arg in "$@"; do
@@ -92,6 +100,8 @@ class ScriptTestCase(parameterized.TestCase):
     self.log = os.path.join(self.tmp, "calls.log")
     self.fake_python = os.path.join(self.tmp, "python3.11")
     _write_executable(self.fake_python, _FAKE_PYTHON)
+    self.fake_python312 = os.path.join(self.tmp, "python3.12")
+    _write_executable(self.fake_python312, _FAKE_PYTHON)
     self.bin = os.path.join(self.tmp, "bin")
     _write_executable(os.path.join(self.bin, "bazel"), _FAKE_BAZEL)
     self.venv = os.path.join(self.tmp, "venv")
@@ -143,6 +153,72 @@ class SetupScriptsTest(ScriptTestCase):
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertEqual(self.calls(), ["-m pytest"])
     self.assertIn("torch 2.13.0+cpu already installed", result.stdout)
+
+  def test_test_sh_newest_stack_upgrades_and_deselects_interop(self):
+    env = {"SSM_ICL_STACK": "newest", "SSM_ICL_PYTHON": self.fake_python312}
+    upgrade = ("-m pip install --quiet --disable-pip-version-check --upgrade "
+               "--upgrade-strategy eager -e .[test]")
+    result = self.run_script("launch/test.sh", "tests/ops", **env)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertEqual(self.calls(), [
+        f"-m venv {self.venv}",
+        upgrade,
+        "-m pytest -m not interop tests/ops",
+    ])
+    self.assertIn("==> Stack newest: Python 3.", result.stdout)
+    self.assertIn("Running: python -m pytest -m 'not interop' tests/ops",
+                  result.stdout)
+    # A second run reuses the venv but asks the index for upgrades again.
+    result = self.run_script("launch/test.sh", **env)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertEqual(self.calls(), [upgrade, "-m pytest -m not interop"])
+    # The oldest stack refuses that 3.12 venv.
+    result = self.run_script("launch/test.sh")
+    self.assertEqual(result.returncode, 1)
+    self.assertIn(f"{self.venv} uses Python 3.12.0, but ssm_icl's oldest "
+                  "stack needs Python 3.11", result.stderr)
+
+  def _fake_pyenv(self, versions):
+    """A pyenv listing `versions`, and a python3.12 shim that does not run."""
+    root = os.path.join(self.tmp, "pyenv")
+    for version in versions:
+      _write_executable(os.path.join(root, "versions", version, "bin",
+                                     "python" + version[:4]), _FAKE_PYTHON)
+    _write_executable(os.path.join(self.bin, "pyenv"), textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        case "$1" in
+          root) echo {root} ;;
+          versions) printf '%s\\n' system {' '.join(versions)} ;;
+        esac
+        """))
+    _write_executable(os.path.join(self.bin, "python3.12"),
+                      "#!/usr/bin/env bash\nexit 127\n")
+    return root
+
+  def test_newest_stack_finds_python312_under_pyenv(self):
+    root = self._fake_pyenv(["3.11.7", "3.12.1", "3.12.10", "3.13.0"])
+    result = self.run_script("launch/test.sh", SSM_ICL_STACK="newest",
+                             SSM_ICL_PYTHON="")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    python = os.path.join(root, "versions", "3.12.10", "bin", "python3.12")
+    self.assertIn(f"Creating virtualenv {self.venv} ({python})", result.stdout)
+    self.assertEqual(self.calls()[0], f"-m venv {self.venv}")
+
+  def test_newest_stack_without_python312_is_a_clear_error(self):
+    self._fake_pyenv(["3.11.7", "3.13.0"])
+    result = self.run_script("launch/test.sh", SSM_ICL_STACK="newest",
+                             SSM_ICL_PYTHON="")
+    self.assertEqual(result.returncode, 1)
+    self.assertIn("python3.12 (on PATH or under pyenv) not found: ssm_icl "
+                  "needs Python 3.12 (newest stack)", result.stderr)
+    self.assertFalse(os.path.exists(self.venv))
+
+  def test_unknown_stack_is_a_clear_error(self):
+    result = self.run_script("launch/test.sh", SSM_ICL_STACK="latest")
+    self.assertEqual(result.returncode, 1)
+    self.assertIn("SSM_ICL_STACK='latest' is not a stack: expected oldest or "
+                  "newest", result.stderr)
+    self.assertEqual(self.calls(), [])
 
   @parameterized.parameters(
       (5, 1, "pytest collected no tests (exit status 5)"),
@@ -202,13 +278,18 @@ class SetupScriptsTest(ScriptTestCase):
     self.assertEqual(result.returncode, 1)
     self.assertIn("is Python 3.9.1, not Python 3.11", result.stderr)
 
-  def test_ci_runs_the_test_command_then_bazel(self):
-    result = self.run_script(".ci/run", CI="true")
+  def test_ci_runs_the_test_command_on_both_stacks_then_bazel(self):
+    result = self.run_script(".ci/run", CI="true",
+                             SSM_ICL_PYTHON312=self.fake_python312)
     self.assertEqual(result.returncode, 0, result.stderr)
     python = os.path.join(self.venv, "bin", "python")
     calls = self.calls()
-    self.assertEqual(calls[-4:], [
+    self.assertEqual(calls[-7:], [
         "-m pytest --durations=20",
+        f"-m venv {self.venv}312",
+        "-m pip install --quiet --disable-pip-version-check --upgrade "
+        "--upgrade-strategy eager -e .[test]",
+        "-m pytest -m not interop --durations=20",
         "tools/update_build.py --check",
         "bazel test --incompatible_use_python_toolchains=false "
         f"--python_path={python}-bazel --curses=no --color=no //:ops_tests",
@@ -227,8 +308,11 @@ class SetupScriptsTest(ScriptTestCase):
   @parameterized.named_parameters(
       ("pytest", {"FAKE_PYTEST_STATUS": "1"}, "[pytest] failed"),
       ("bazel", {"FAKE_BAZEL_STATUS": "3"}, "[bazel] failed"),
+      ("no_python312", {"SSM_ICL_PYTHON312": "no-such-python3.12"},
+       "[pytest-newest] failed"),
   )
   def test_ci_fails_when_a_step_fails(self, env, message):
+    env = {"SSM_ICL_PYTHON312": self.fake_python312, **env}
     result = self.run_script(".ci/run", CI="true", **env)
     self.assertEqual(result.returncode, 1)
     self.assertIn(message, result.stderr)

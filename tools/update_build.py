@@ -59,6 +59,8 @@ EXTRA_DATA = {
                                   "configs/**/*.py", "tests/**/*.py",
                                   "benchmarks/**/*.py", "tools/**/*.py",
                                   "launch/*.sh"]),
+    # Loads tests/conftest.py as a pytest plugin in a subprocess.
+    "conftest_test": (["tests/conftest.py"], []),
 }
 
 
