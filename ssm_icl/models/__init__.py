@@ -11,6 +11,7 @@ from ssm_icl.models.backbone import stack_layers
 from ssm_icl.models.backbone import unstack_layers
 from ssm_icl.models.config import ModelConfig
 from ssm_icl.models.convert import export_state_dict
+from ssm_icl.models.convert import hf_mamba_config
 from ssm_icl.models.convert import load_state_dict
 from ssm_icl.models.families import block_pattern
 from ssm_icl.models.families import FAMILIES
@@ -32,6 +33,7 @@ __all__ = [
     "export_state_dict",
     "generation",
     "greedy_generate",
+    "hf_mamba_config",
     "load_checkpoint_file",
     "load_state_dict",
     "save_safetensors",

@@ -346,6 +346,41 @@ def load_state_dict(config: Any, state_dict: Mapping[str, Any], *,
   return backbone.stack_layers(tree, config) if config.scan_layers else tree
 
 
+def hf_mamba_config(hf_config: Any, **overrides: Any) -> ModelConfig:
+  """The language-model `ModelConfig` of a Hugging Face `MambaConfig`.
+
+  Args:
+    hf_config: a `transformers.MambaConfig` (e.g. `model.config`).
+    **overrides: fields to set on top (e.g. dtype="bfloat16").
+
+  Returns:
+    A Mamba-family config with RMSNorm, the vocabulary and tied head of
+    `hf_config`, ready for `load_state_dict(..., source="hf_mamba")`.
+
+  Raises:
+    ValueError: on HF options ICLModel does not implement (in/out
+      projection biases, no conv bias, an activation other than silu, an
+      eps other than 1e-5).
+  """
+  unsupported = {"use_bias": False, "use_conv_bias": True,
+                 "hidden_act": "silu", "layer_norm_epsilon": 1e-5}
+  for name, want in unsupported.items():
+    value = getattr(hf_config, name, want)
+    if value != want:
+      raise ValueError(f"MambaConfig.{name}={value!r} is not supported; "
+                       f"ICLModel implements {name}={want!r}.")
+  fields = dict(
+      family="mamba", n_layer=hf_config.num_hidden_layers,
+      d_model=hf_config.hidden_size, d_state=hf_config.state_size,
+      d_conv=hf_config.conv_kernel, expand=hf_config.expand,
+      dt_rank=hf_config.time_step_rank, norm="rms",
+      residual_in_fp32=bool(hf_config.residual_in_fp32),
+      vocab_size=hf_config.vocab_size,
+      tie_embeddings=bool(getattr(hf_config, "tie_word_embeddings", True)))
+  fields.update(overrides)
+  return ModelConfig(**fields)
+
+
 def _flat_params(params: Any, config: ModelConfig) -> dict[str, Any]:
   """Loop-layout flat params from a (wrapped, boxed, stacked) params tree."""
   params = _strip_boxes(params)

@@ -27,6 +27,7 @@ from ssm_icl.models import config as config_lib
 from ssm_icl.models import convert
 from ssm_icl.models import generation
 from ssm_icl.nn import mamba
+from ssm_icl.ops import flops
 
 pytestmark = pytest.mark.interop
 
@@ -396,6 +397,7 @@ class HfMambaLanguageModelTest(parameterized.TestCase):
     params = convert.load_state_dict(config, hf.state_dict(),
                                      source="hf_mamba")
     self.assertEqual("lm_head" in params, not tie)
+    self.assertEqual(backbone.count_params(params), flops.param_count(config))
     ids = _ids()
     _assert_close(_our_logits(config, params, ids), _hf_logits(hf, ids))
 
@@ -431,6 +433,14 @@ class HfMambaLanguageModelTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"norm='rms'"):
       convert.load_state_dict(config, _hf_lm().state_dict(),
                               source="hf_mamba")
+
+  def test_hf_mamba_config(self):
+    hf = _hf_lm(tie=False)
+    config = convert.hf_mamba_config(hf.config)
+    self.assertEqual(config, _lm_config(tie=False).replace(
+        dt_rank=hf.config.time_step_rank))
+    with self.assertRaisesRegex(ValueError, r"use_bias=True is not"):
+      convert.hf_mamba_config(transformers.MambaConfig(use_bias=True))
 
   def test_language_model_needs_a_mamba_source(self):
     with self.assertRaisesRegex(ValueError, r"loads from source 'hf_mamba'"):
