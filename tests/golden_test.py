@@ -94,7 +94,7 @@ def train_metrics(family, workdir):
   model = models.build_model(model_cfg)
   predict = icl_curves.model_predictor(
       lambda p, tokens: model.apply({"params": p}, tokens),
-      jax.device_get(result.state.params), task=task)
+      jax.device_get(result.state.params), task=task, model=model)
   prompt = task.sample(jax.random.key(2024), N_PROMPTS,
                        curriculum.points_end)
   values[PREDICTIONS] = np.asarray(predict(prompt), np.float64).ravel(

@@ -105,20 +105,14 @@ def model_predictors(name: str, model: Any, params: Any, task: Any
                      ) -> dict[str, Any]:
   """The model as predictors: `name` (autoregressive for CoT-I/O)."""
   # pylint: disable=g-import-not-at-top
-  import jax
-  from ssm_icl import tasks
   from ssm_icl.eval import icl_curves
   # pylint: enable=g-import-not-at-top
   apply_fn = lambda p, tokens: model.apply({"params": p}, tokens)
   if task.name != "cot_io":
     return {name: icl_curves.model_predictor(apply_fn, params)}
-  outputs = jax.jit(lambda tokens: apply_fn(params, tokens))
-
-  def predict(prompt):
-    return tasks.cot_autoregressive_predict(outputs, prompt, task)
-
-  predict.kind = icl_curves.KIND_MODEL
-  return {name: predict,
+  # Autoregressive y predictions by recurrent decoding (one pass a prompt).
+  return {name: icl_curves.model_predictor(apply_fn, params, task=task,
+                                           model=model),
           f"{name} (teacher-forced)": icl_curves.model_predictor(apply_fn,
                                                                 params)}
 

@@ -48,7 +48,8 @@ Predictor = Callable[[base.Prompt], jax.Array]
 
 
 def model_predictor(apply_fn: Callable[[Any, jax.Array], jax.Array],
-                    params: Any, *, task: Any = None) -> Predictor:
+                    params: Any, *, task: Any = None,
+                    model: Any = None) -> Predictor:
   """Wraps a model as a predictor: outputs read at the prediction slots.
 
   Args:
@@ -59,12 +60,26 @@ def model_predictor(apply_fn: Callable[[Any, jax.Array], jax.Array],
       then follow the model's own hidden-layer predictions
       (`tasks.cot_autoregressive_predict`, Li et al.'s protocol) instead of
       the teacher-forced ones.
+    model: optional, the `models.ICLModel` behind `apply_fn`; for `cot_io`
+      its recurrent decoding then reads every y prediction in one pass per
+      prompt (`tasks.cot_recurrent_predict`) instead of one full forward
+      pass per example.
 
   Returns:
     `predict(prompt) -> [b, p, d_out]`, jitted (one compilation per prompt
     shape), marked as a model for plots and Table 1.
   """
-  if getattr(task, "name", None) == tasks.CotIO.name:
+  if getattr(task, "name", None) == tasks.CotIO.name and model is not None:
+
+    @jax.jit
+    def _predict_recurrent(params, prompt):
+      batch, length = prompt.tokens.shape[:2]
+      return tasks.cot_recurrent_predict(
+          functools.partial(model.decode_step, params),
+          model.init_cache(batch, length), prompt, task)
+
+    predict = lambda prompt: _predict_recurrent(params, prompt)
+  elif getattr(task, "name", None) == tasks.CotIO.name:
 
     @jax.jit
     def _predict_cot(params, prompt):

@@ -23,12 +23,14 @@ import jax.numpy as jnp
 from ssm_icl import errors
 from ssm_icl.models import families
 from ssm_icl.nn import blocks
+from ssm_icl.nn import layers
 from ssm_icl.nn import mamba
 from ssm_icl.ops import scan as scan_lib
 
 # String values accepted for `attn_impl` (see `ssm_icl.ops.attention`).
 ATTN_IMPLS = ("auto", "dense", "blocked")
 SCAN_IMPLS = tuple(m.value for m in scan_lib.ScanImpl)
+NORMS = tuple(k.value for k in layers.NormKind)
 DTYPES = {
     "float32": jnp.float32,
     "bfloat16": jnp.bfloat16,
@@ -38,7 +40,7 @@ DTYPES = {
 _POSITIVE_INTS = ("n_layer", "d_model", "n_head", "d_in", "d_out",
                   "n_positions", "d_state", "d_conv", "expand", "mlp_ratio",
                   "attn_block_size")
-_BOOLS = ("remat", "scan_layers")
+_BOOLS = ("remat", "scan_layers", "residual_in_fp32", "tie_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,20 @@ class ModelConfig:
     param_dtype: parameter storage dtype name.
     init: "reference" (each family's reference init, see `families`), or
       "gpt2" / "mamba" to force one init style on every family.
+    norm: the norm of every block and of the final norm, a
+      `nn.layers.NormKind` value: "layer" (LayerNorm, the paper's code) or
+      "rms" (RMSNorm, Hugging Face and pretrained Mamba).
+    residual_in_fp32: keep the residual stream in float32 whatever the
+      compute dtype (official Mamba's option; True by default here). When
+      False it is kept in the compute dtype.
+    vocab_size: None for the ICL model (float tokens [b, l, d_in] through a
+      linear read-in and read-out). An int makes a language model: tokens
+      are int ids [b, l] embedded by `embedding` [vocab_size, d_model], and
+      the output is [b, l, vocab_size] logits; d_in and d_out are then
+      unused.
+    tie_embeddings: with vocab_size, read the logits out with the embedding
+      matrix (a tied LM head, as HF `MambaForCausalLM`); otherwise with a
+      separate bias-free `lm_head`.
   """
   family: str = "mamba"
   pattern: Optional[Union[str, tuple[str, ...]]] = None
@@ -112,6 +128,10 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   init: str = families.INIT_REFERENCE
+  norm: str = "layer"
+  residual_in_fp32: bool = True
+  vocab_size: Optional[int] = None
+  tie_embeddings: bool = True
 
   def __post_init__(self):
     # Normalise the pattern to a tuple so equal configs hash equal.
@@ -180,6 +200,8 @@ class ModelConfig:
       _check_positive_int(name, getattr(self, name))
     if self.chunk_size is not None:
       _check_positive_int("chunk_size", self.chunk_size)
+    if self.vocab_size is not None:
+      _check_positive_int("vocab_size", self.vocab_size)
     for name in _BOOLS:
       if not isinstance(getattr(self, name), bool):
         raise errors.UserTypeError(f"{name} must be a bool, got "
@@ -201,6 +223,7 @@ class ModelConfig:
     _check_choice("dtype", self.dtype, tuple(DTYPES))
     _check_choice("param_dtype", self.param_dtype, tuple(DTYPES))
     _check_choice("init", self.init, families.INITS)
+    _check_choice("norm", self.norm, NORMS)
     if self.pos_emb is not None:
       _check_choice("pos_emb", self.pos_emb, families.POS_EMBS)
 
@@ -251,6 +274,16 @@ class ModelConfig:
     return families.init_style(self.family, self.init)
 
   @property
+  def is_language_model(self) -> bool:
+    """Whether tokens are int ids (a token embedding and an LM head)."""
+    return self.vocab_size is not None
+
+  @property
+  def residual_dtype(self) -> Any:
+    """dtype of the residual stream (see `residual_in_fp32`)."""
+    return jnp.float32 if self.residual_in_fp32 else self.compute_dtype
+
+  @property
   def compute_dtype(self) -> Any:
     return DTYPES[self.dtype]
 
@@ -268,7 +301,7 @@ class ModelConfig:
         scan_impl=self.scan_impl, chunk_size=self.chunk_size,
         attn_impl=self.attn_impl, attn_block_size=self.attn_block_size,
         s4_mamba_dropout=self.s4_mamba_dropout, dropout=self.dropout,
-        init_style=self.init_style, dtype=self.compute_dtype,
+        init_style=self.init_style, norm=self.norm, dtype=self.compute_dtype,
         param_dtype=self.storage_dtype)
 
 

@@ -24,9 +24,12 @@ causal-mask buffers, the MixerModel's unused `embedding`) are skipped;
 `include_unused=True` exports zero placeholders for the reference's `wte` /
 `embedding` so PyTorch's strict loading accepts the result.
 
-HF and pretrained Mamba checkpoints use RMSNorm (no `norm.bias`); ICLModel
-uses LayerNorm like the paper's code, so they are refused rather than loaded
-inexactly. With `scan_layers=True`, loaded params are stacked
+HF and pretrained Mamba checkpoints use RMSNorm (no `norm.bias`): they load
+into a config with `norm="rms"`; into a LayerNorm config they are refused
+rather than loaded inexactly. A language-model config (`vocab_size`) loads
+the token embedding (`embeddings.weight` of HF `MambaForCausalLM`,
+`embedding.weight` of `mamba_ssm` `MambaLMHeadModel`) and, when untied,
+`lm_head.weight`; a tied `lm_head.weight` is the embedding and is skipped. With `scan_layers=True`, loaded params are stacked
 (`backbone.stack_layers`) and exported ones unstacked first. Files: .pt/.pth/
 .bin/.ckpt are read with `torch.load(weights_only=True)`, which never
 unpickles arbitrary objects; torch and safetensors are imported only when
@@ -63,6 +66,9 @@ GPT2_VOCAB = 50257
 _WRAPPER_PREFIX = {"hf_gpt2": "transformer.", "hf_mamba": "backbone.",
                    "mamba_ssm": "backbone."}
 _MAX_LISTED = 20
+# The token embedding of the language-model sources (after the prefix).
+_EMBEDDING = {"hf_mamba": "embeddings.weight",
+              "mamba_ssm": "embedding.weight"}
 
 # Per-key conversions: torch array -> flax array and back.
 _TO_FLAX: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -137,9 +143,15 @@ IGNORED = {
 
 
 @functools.lru_cache(maxsize=32)
-def _expected_shapes(module: nn.Module, width: int) -> tuple:
-  """((path, shape, dtype), ...) of `module`'s params (abstract init)."""
-  tokens = jax.ShapeDtypeStruct((1, 1, width), jnp.float32)
+def _expected_shapes(module: nn.Module, width: Optional[int]) -> tuple:
+  """((path, shape, dtype), ...) of `module`'s params (abstract init).
+
+  `width` is the token width; None for int token ids (a language model).
+  """
+  if width is None:
+    tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+  else:
+    tokens = jax.ShapeDtypeStruct((1, 1, width), jnp.float32)
   variables = jax.eval_shape(
       functools.partial(module.init, deterministic=True), jax.random.key(0),
       tokens)
@@ -150,7 +162,8 @@ def _expected_shapes(module: nn.Module, width: int) -> tuple:
 
 def _expected(config: ModelConfig) -> dict[str, tuple]:
   model = backbone.ICLModel(config.replace(scan_layers=False))
-  return {p: (s, d) for p, s, d in _expected_shapes(model, config.d_in)}
+  width = None if config.is_language_model else config.d_in
+  return {p: (s, d) for p, s, d in _expected_shapes(model, width)}
 
 
 def _strip_boxes(tree: Any) -> Any:
@@ -179,6 +192,10 @@ def _layout(config: ModelConfig, source: str,
   if source in ("hf_mamba", "mamba_ssm") and set(pattern) != {"mamba"}:
     raise ValueError(f"source {source!r} holds only Mamba blocks; "
                      f"family={config.family!r} has {list(pattern)}.")
+  if config.is_language_model and source not in _EMBEDDING:
+    raise ValueError(f"A language model (vocab_size={config.vocab_size}) "
+                     f"loads from source 'hf_mamba' or 'mamba_ssm', not "
+                     f"{source!r}.")
   bb = "_backbone." if source == "reference" else ""
   raw = []  # (torch key, flax path, kind)
 
@@ -204,6 +221,9 @@ def _layout(config: ModelConfig, source: str,
     raw += _norm(f"{bb}norm_f", "ln_f")
   if source == "reference":
     raw += _linear("_read_in", "read_in") + _linear("_read_out", "read_out")
+  if source in _EMBEDDING:  # Used when the config is a language model.
+    raw += [(_EMBEDDING[source], "embedding/embedding", "same"),
+            ("lm_head.weight", "lm_head/kernel", "linear")]
   entries = [_Entry(*r) for r in raw if r[1] in expected]
   ignored = tuple(bb + r for r in IGNORED["gpt2" if gpt2 else "mixer"])
   return entries, ignored
@@ -244,8 +264,8 @@ def _check(found: Mapping[str, tuple], want: Mapping[str, tuple],
       ("mis-shaped keys", shapes)) if i)
   if any(k.endswith(("norm.bias", "norm_f.bias")) for k in missing):
     msg += ("\n  Missing LayerNorm biases: an RMSNorm checkpoint (HF / "
-            "pretrained Mamba)? ICLModel uses LayerNorm like the paper's "
-            "code, so it cannot load RMSNorm weights exactly.")
+            "pretrained Mamba)? Load it into a config with norm='rms' "
+            "(and vocab_size for a language model).")
   raise ValueError(msg)
 
 
@@ -324,6 +344,41 @@ def load_state_dict(config: Any, state_dict: Mapping[str, Any], *,
       flat[p] = jnp.asarray(given[p], expected[p][1])
   tree = traverse_util.unflatten_dict(flat, sep="/")
   return backbone.stack_layers(tree, config) if config.scan_layers else tree
+
+
+def hf_mamba_config(hf_config: Any, **overrides: Any) -> ModelConfig:
+  """The language-model `ModelConfig` of a Hugging Face `MambaConfig`.
+
+  Args:
+    hf_config: a `transformers.MambaConfig` (e.g. `model.config`).
+    **overrides: fields to set on top (e.g. dtype="bfloat16").
+
+  Returns:
+    A Mamba-family config with RMSNorm, the vocabulary and tied head of
+    `hf_config`, ready for `load_state_dict(..., source="hf_mamba")`.
+
+  Raises:
+    ValueError: on HF options ICLModel does not implement (in/out
+      projection biases, no conv bias, an activation other than silu, an
+      eps other than 1e-5).
+  """
+  unsupported = {"use_bias": False, "use_conv_bias": True,
+                 "hidden_act": "silu", "layer_norm_epsilon": 1e-5}
+  for name, want in unsupported.items():
+    value = getattr(hf_config, name, want)
+    if value != want:
+      raise ValueError(f"MambaConfig.{name}={value!r} is not supported; "
+                       f"ICLModel implements {name}={want!r}.")
+  fields = dict(
+      family="mamba", n_layer=hf_config.num_hidden_layers,
+      d_model=hf_config.hidden_size, d_state=hf_config.state_size,
+      d_conv=hf_config.conv_kernel, expand=hf_config.expand,
+      dt_rank=hf_config.time_step_rank, norm="rms",
+      residual_in_fp32=bool(hf_config.residual_in_fp32),
+      vocab_size=hf_config.vocab_size,
+      tie_embeddings=bool(getattr(hf_config, "tie_word_embeddings", True)))
+  fields.update(overrides)
+  return ModelConfig(**fields)
 
 
 def _flat_params(params: Any, config: ModelConfig) -> dict[str, Any]:

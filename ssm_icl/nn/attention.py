@@ -13,10 +13,12 @@ blocked online-softmax path for long sequences.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Union
 
 from flax import linen as nn
+from flax import struct
 import jax
+from jax import lax
 import jax.numpy as jnp
 
 from ssm_icl.nn import axes
@@ -25,6 +27,21 @@ from ssm_icl.nn import layers
 from ssm_icl.ops import attention as attention_ops
 
 Dtype = Any
+
+
+@struct.dataclass
+class AttentionCache:
+  """The key/value cache of a `CausalSelfAttention` (a pytree).
+
+  Attributes:
+    k: [b, max_len, n_head, head_dim] keys of the tokens so far (slots from
+      `index` on are unused).
+    v: [b, max_len, n_head, head_dim] values, likewise.
+    index: int32 scalar, the number of tokens seen (the next token's slot).
+  """
+  k: jax.Array
+  v: jax.Array
+  index: jax.Array
 
 
 class CausalSelfAttention(nn.Module):
@@ -52,21 +69,38 @@ class CausalSelfAttention(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  def _check_heads(self) -> None:
+    if self.d_model % self.n_head:
+      raise ValueError(f"d_model={self.d_model} must be divisible by "
+                       f"n_head={self.n_head}.")
+
+  @nn.nowrap
+  def init_cache(self, batch: int, max_len: int) -> AttentionCache:
+    """An empty cache for sequences of up to max_len tokens."""
+    self._check_heads()
+    shape = (batch, max_len, self.n_head, self.d_model // self.n_head)
+    return AttentionCache(k=jnp.zeros(shape, self.dtype),
+                          v=jnp.zeros(shape, self.dtype),
+                          index=jnp.zeros((), jnp.int32))
+
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    """Applies attention.
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               cache: Optional[AttentionCache] = None
+               ) -> Union[jax.Array, tuple[jax.Array, AttentionCache]]:
+    """Applies attention, to a whole sequence or continuing a cache.
 
     Args:
       x: [b, l, d_model] (already normalised) input.
       deterministic: unused (attention dropout is 0 in the paper).
+      cache: optional keys and values of the tokens before x (decoding);
+        x's are written at slots index .. index + l - 1, which must be below
+        max_len (not checked under jit: later slots would be dropped).
 
     Returns:
-      [b, l, d_model] in `dtype`.
+      [b, l, d_model] in `dtype`; with a cache, (output, updated cache).
     """
     del deterministic
-    if self.d_model % self.n_head:
-      raise ValueError(f"d_model={self.d_model} must be divisible by "
-                       f"n_head={self.n_head}.")
+    self._check_heads()
     b, l, d = x.shape
     head_dim = d // self.n_head
     qkv_k, qkv_b = layers.linear_inits(self.init_style, d, self.n_layer,
@@ -81,8 +115,18 @@ class CausalSelfAttention(nn.Module):
                        bias_init=qkv_b, name="c_attn", **dense)(x)
     q, k, v = (t.reshape(b, l, self.n_head, head_dim)
                for t in jnp.split(qkv, 3, axis=-1))  # [b, l, h, hd]
-    y = attention_ops.causal_attention(q, k, v, impl=self.attn_impl,
-                                       block_size=self.block_size)
+    if cache is None:
+      y = attention_ops.causal_attention(q, k, v, impl=self.attn_impl,
+                                         block_size=self.block_size)
+    else:
+      start = (0, cache.index, 0, 0)
+      cache = AttentionCache(
+          k=lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start),
+          v=lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start),
+          index=cache.index + l)
+      y = attention_ops.cached_attention(q, cache.k, cache.v,
+                                         offset=start[1])
     y = y.reshape(b, l, d)
-    return layers.dense(d, (axes.HEADS, axes.EMBED), kernel_init=proj_k,
-                        bias_init=proj_b, name="c_proj", **dense)(y)
+    out = layers.dense(d, (axes.HEADS, axes.EMBED), kernel_init=proj_k,
+                       bias_init=proj_b, name="c_proj", **dense)(y)
+    return out if cache is None else (out, cache)

@@ -53,6 +53,7 @@ class BlockSettings:
     s4_mamba_dropout: dropout inside S4-Mamba mixers.
     dropout: dropout on every block's output before the residual add.
     init_style: `inits.STYLE_GPT2` or `inits.STYLE_MAMBA`.
+    norm: the block norm, a `layers.NormKind` value ("layer" or "rms").
     dtype: compute dtype.
     param_dtype: parameter storage dtype.
   """
@@ -74,6 +75,7 @@ class BlockSettings:
   s4_mamba_dropout: float = 0.1
   dropout: float = 0.0
   init_style: str = inits.STYLE_MAMBA
+  norm: str = layers.NormKind.LAYER.value
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -141,11 +143,12 @@ def get_block(kind: str) -> MixerFactory:
 
 
 class Block(nn.Module):
-  """Pre-norm residual block: x + Dropout(Mixer(LayerNorm(x))).
+  """Pre-norm residual block: x + Dropout(Mixer(Norm(x))).
 
-  The residual stream stays float32 whatever the compute dtype (the
-  reference's `residual_in_fp32` made unconditional): adding many small
-  bfloat16 updates to a bfloat16 stream would lose them.
+  The residual stream keeps the dtype it arrives in: the model makes it
+  float32 whatever the compute dtype (the reference's `residual_in_fp32`,
+  on by default), since adding many small bfloat16 updates to a bfloat16
+  stream would lose them.
 
   Attributes:
     kind: a key of `BLOCKS`.
@@ -154,24 +157,44 @@ class Block(nn.Module):
   kind: str
   settings: BlockSettings
 
+  @nn.nowrap
+  def init_cache(self, batch: int, max_len: int) -> Any:
+    """The mixer's decoding cache at the sequence start (a pytree).
+
+    Args:
+      batch: prompts decoded together.
+      max_len: the longest sequence (prompt and generated tokens) the cache
+        must hold; only attention's key/value cache depends on it.
+    """
+    return get_block(self.kind)(self.settings, None).init_cache(batch,
+                                                                max_len)
+
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               cache: Any = None) -> Any:
     """Maps the residual stream x: [b, l, d_model] to the same shape.
 
     Args:
-      x: [b, l, d_model] float32 residual stream.
+      x: [b, l, d_model] residual stream (float32 unless the model turns
+        `residual_in_fp32` off).
       deterministic: disables dropout when True.
+      cache: optional decoding cache of the mixer (`init_cache`); the block
+        then continues from it.
 
     Returns:
-      [b, l, d_model] float32.
+      [b, l, d_model] in x's dtype; with a cache, (output, updated cache).
     """
     s = self.settings
     factory = get_block(self.kind)
     x = nn.with_logical_constraint(x, axes.RESIDUAL)
-    h = layers.layer_norm(dtype=s.dtype, param_dtype=s.param_dtype,
-                          name="norm")(x)
-    h = factory(s, "mixer")(h, deterministic)
+    h = layers.norm(s.norm, dtype=s.dtype, param_dtype=s.param_dtype,
+                    name="norm")(x)
+    if cache is None:
+      h = factory(s, "mixer")(h, deterministic)
+    else:
+      h, cache = factory(s, "mixer")(h, deterministic, cache)
     if s.dropout > 0:
       h = nn.Dropout(s.dropout)(h, deterministic=deterministic)
     x = x + h.astype(x.dtype)
-    return nn.with_logical_constraint(x, axes.RESIDUAL)
+    x = nn.with_logical_constraint(x, axes.RESIDUAL)
+    return x if cache is None else (x, cache)

@@ -13,9 +13,11 @@ are stored in `param_dtype`; LayerNorm statistics are always float32.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import enum
+from typing import Any, Optional, Union
 
 from flax import linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 
@@ -99,6 +101,62 @@ def layer_norm(*,
       name=name)
 
 
+class NormKind(str, enum.Enum):
+  """The normalisation of the blocks and the final norm.
+
+  LAYER: LayerNorm (scale and bias), as in the paper's code and GPT-2.
+  RMS: RMSNorm (scale only), as in Hugging Face and pretrained Mamba.
+  """
+  LAYER = "layer"
+  RMS = "rms"
+
+
+def parse_norm(kind: Union[NormKind, str]) -> NormKind:
+  """A `NormKind` from itself or its string value.
+
+  Raises:
+    ValueError: naming the bad value and the valid ones.
+  """
+  try:
+    return NormKind(kind)
+  except ValueError:
+    raise ValueError(f"Unknown norm {kind!r}; expected one of "
+                     f"{[k.value for k in NormKind]}.") from None
+
+
+def rms_norm(*,
+             axis_name: str = axes.EMBED,
+             dtype: Dtype = jnp.float32,
+             param_dtype: Dtype = jnp.float32,
+             name: Optional[str] = None) -> nn.RMSNorm:
+  """An `nn.RMSNorm` over the last axis with eps 1e-5 (HF / `mamba_ssm`).
+
+  y = x / sqrt(mean(x^2) + eps) * scale, statistics in float32.
+
+  Returns:
+    An unbound `nn.RMSNorm` with param `scale` (PyTorch's `weight`).
+  """
+  return nn.RMSNorm(
+      epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
+      use_fast_variance=False, force_float32_reductions=True,
+      scale_init=nn.with_logical_partitioning(inits.ones, (axis_name,)),
+      name=name)
+
+
+def norm(kind: Union[NormKind, str], *,
+         dtype: Dtype = jnp.float32,
+         param_dtype: Dtype = jnp.float32,
+         name: Optional[str] = None) -> nn.Module:
+  """`layer_norm` or `rms_norm` by `kind` (a `NormKind` or its value)."""
+  make = layer_norm if parse_norm(kind) is NormKind.LAYER else rms_norm
+  return make(dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+@struct.dataclass
+class StatelessCache:
+  """The decoding cache of a mixer without state (the MLP): no arrays."""
+
+
 def linear_inits(style: str, fan_in: int, n_layer: int, *,
                  residual: bool) -> tuple[inits.Initializer,
                                           inits.Initializer]:
@@ -147,9 +205,16 @@ class MLP(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  @nn.nowrap
+  def init_cache(self, batch: int, max_len: int) -> StatelessCache:
+    """The (empty) decoding cache; the MLP is pointwise in time."""
+    del batch, max_len
+    return StatelessCache()
+
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    """Maps x: [b, l, D] to [b, l, D]."""
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               cache: Optional[StatelessCache] = None) -> Any:
+    """Maps x: [b, l, D] to [b, l, D]; returns (y, cache) if cache is given."""
     del deterministic  # No dropout inside the MLP (the paper uses none).
     hidden = self.mlp_ratio * self.d_model
     fc_k, fc_b = linear_inits(self.init_style, self.d_model, self.n_layer,
@@ -160,9 +225,10 @@ class MLP(nn.Module):
               bias_init=fc_b, dtype=self.dtype, param_dtype=self.param_dtype,
               name="c_fc")(x)
     h = nn.gelu(h, approximate=True)
-    return dense(self.d_model, (axes.MLP, axes.EMBED), kernel_init=proj_k,
-                 bias_init=proj_b, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name="c_proj")(h)
+    y = dense(self.d_model, (axes.MLP, axes.EMBED), kernel_init=proj_k,
+              bias_init=proj_b, dtype=self.dtype,
+              param_dtype=self.param_dtype, name="c_proj")(h)
+    return y if cache is None else (y, cache)
 
 
 class CausalDepthwiseConv1d(nn.Module):
@@ -187,8 +253,20 @@ class CausalDepthwiseConv1d(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps x: [b, l, c] to [b, l, c] in `dtype`."""
+  def __call__(self, x: jax.Array, state: Optional[jax.Array] = None
+               ) -> Union[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Maps x: [b, l, c] to [b, l, c] in `dtype`.
+
+    Args:
+      x: [b, l, c] input.
+      state: optional [b, width - 1, c], the inputs just before x (decoding;
+        zeros at the sequence start). When given, the new state is returned
+        too.
+
+    Returns:
+      y [b, l, c], or (y, the last width - 1 inputs [b, width - 1, c]) when
+      `state` is given.
+    """
     channels = x.shape[-1]
     init = inits.torch_depthwise_conv(self.width)
     kernel = self.param(
@@ -205,8 +283,17 @@ class CausalDepthwiseConv1d(nn.Module):
     length = x.shape[1]
     # Left padding only, so output t never sees inputs after t. The width is
     # tiny (4), so a sum of shifted copies beats a general convolution.
-    xp = jnp.pad(x, ((0, 0), (self.width - 1, 0), (0, 0)))
+    if state is None:
+      xp = jnp.pad(x, ((0, 0), (self.width - 1, 0), (0, 0)))
+    else:
+      want = (x.shape[0], self.width - 1, channels)
+      if state.shape != want:
+        raise ValueError(f"conv state must have shape {want}, got "
+                         f"{state.shape}.")
+      xp = jnp.concatenate([state.astype(x.dtype), x], axis=1)
     y = sum(xp[:, k:k + length, :] * kernel[k] for k in range(self.width))
     if bias is not None:
       y = y + bias
-    return y
+    if state is None:
+      return y
+    return y, xp[:, xp.shape[1] - (self.width - 1):]

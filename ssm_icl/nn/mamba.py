@@ -22,6 +22,7 @@ import math
 from typing import Any, Optional, Union
 
 from flax import linen as nn
+from flax import struct
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -84,6 +85,19 @@ class DtProj(nn.Module):
     return delta, bias
 
 
+@struct.dataclass
+class MambaCache:
+  """The decoding state of a `MambaMixer` (a pytree).
+
+  Attributes:
+    conv: [b, d_conv - 1, E] the last conv inputs (x before the conv), in
+      the compute dtype.
+    ssm: [b, E, N] float32 SSM state.
+  """
+  conv: jax.Array
+  ssm: jax.Array
+
+
 class MambaMixer(nn.Module):
   """Official Mamba v1 mixer (selective SSM with gating).
 
@@ -128,16 +142,29 @@ class MambaMixer(nn.Module):
   def resolved_dt_rank(self) -> int:
     return resolve_dt_rank(self.dt_rank, self.d_model)
 
+  @nn.nowrap
+  def init_cache(self, batch: int, max_len: int) -> MambaCache:
+    """The state at the sequence start (zeros); max_len is not needed."""
+    del max_len
+    e = self.d_inner
+    return MambaCache(
+        conv=jnp.zeros((batch, self.d_conv - 1, e), self.dtype),
+        ssm=jnp.zeros((batch, e, self.d_state), jnp.float32))
+
   @nn.compact
-  def __call__(self, h: jax.Array, deterministic: bool = True) -> jax.Array:
-    """Applies the mixer.
+  def __call__(self, h: jax.Array, deterministic: bool = True,
+               cache: Optional[MambaCache] = None
+               ) -> Union[jax.Array, tuple[jax.Array, MambaCache]]:
+    """Applies the mixer, from the sequence start or from a cache.
 
     Args:
       h: [b, l, d_model] (already normalised) input.
       deterministic: unused (no dropout); kept for the common mixer API.
+      cache: optional state before h (decoding: l = 1 per step, or a prompt
+        to prefill); the mixer then continues from it.
 
     Returns:
-      [b, l, d_model] in `dtype`.
+      [b, l, d_model] in `dtype`; with a cache, (output, cache after h).
     """
     del deterministic
     e, n, r = self.d_inner, self.d_state, self.resolved_dt_rank
@@ -146,9 +173,12 @@ class MambaMixer(nn.Module):
     xz = layers.dense(2 * e, (axes.EMBED, axes.INNER), use_bias=self.bias,
                       bias_init=inits.zeros, name="in_proj", **dense)(h)
     x, z = jnp.split(xz, 2, axis=-1)  # [b, l, e] each
-    u = layers.CausalDepthwiseConv1d(
-        width=self.d_conv, use_bias=self.conv_bias, name="conv1d",
-        **dense)(x)
+    conv = layers.CausalDepthwiseConv1d(
+        width=self.d_conv, use_bias=self.conv_bias, name="conv1d", **dense)
+    if cache is None:
+      u = conv(x)
+    else:
+      u, conv_state = conv(x, cache.conv)
     u = jax.nn.silu(u)  # [b, l, e]
 
     x_dbl = layers.dense(r + 2 * n, (axes.INNER, axes.XPROJ), use_bias=False,
@@ -167,9 +197,14 @@ class MambaMixer(nn.Module):
                    (e,), jnp.float32)
     y = selective_scan_lib.selective_scan(
         u, delta, A_log, B, C, D, dt_bias=dt_bias, z=z, impl=self.scan_impl,
-        chunk_size=self.chunk_size)  # [b, l, e]
+        chunk_size=self.chunk_size, h0=None if cache is None else cache.ssm,
+        return_last_state=cache is not None)  # [b, l, e]
+    if cache is not None:
+      y, ssm_state = y
+      cache = MambaCache(conv=conv_state, ssm=ssm_state)
 
-    return layers.dense(
+    out = layers.dense(
         self.d_model, (axes.INNER, axes.EMBED), use_bias=self.bias,
         kernel_init=inits.mamba_out_proj(e, self.n_layer),
         bias_init=inits.zeros, name="out_proj", **dense)(y)
+    return out if cache is None else (out, cache)

@@ -22,9 +22,10 @@ parameters and D are stored in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Union
 
 from flax import linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 
@@ -36,8 +37,32 @@ from ssm_icl.ops import s4d as s4d_ops
 Dtype = Any
 
 
+@struct.dataclass
+class S4DCache:
+  """The decoding state of an `S4DMixer` (a pytree).
+
+  Attributes:
+    ssm: [b, D, d_state // 2, 2] float32 complex mode states as (real, imag)
+      pairs.
+  """
+  ssm: jax.Array
+
+
+@struct.dataclass
+class S4MambaCache:
+  """The decoding state of an `S4MambaMixer` (a pytree).
+
+  Attributes:
+    conv: [b, d_conv - 1, E] the last conv inputs, in the compute dtype.
+    ssm: [b, E, d_state // 2, 2] float32 complex mode states.
+  """
+  conv: jax.Array
+  ssm: jax.Array
+
+
 def _s4d_conv(module: nn.Module, u: jax.Array, n_modes: int, channel_axis: str,
-              dt_min: float, dt_max: float) -> jax.Array:
+              dt_min: float, dt_max: float, state: Optional[jax.Array] = None
+              ) -> Union[jax.Array, tuple[jax.Array, jax.Array]]:
   """Creates the S4D parameters in `module` and applies the convolution.
 
   Args:
@@ -46,9 +71,11 @@ def _s4d_conv(module: nn.Module, u: jax.Array, n_modes: int, channel_axis: str,
     n_modes: complex modes per channel.
     channel_axis: logical name of the h axis.
     dt_min, dt_max: range of the initial step size.
+    state: optional [b, h, n_modes, 2] state before u (decoding); the
+      recurrent form `s4d_recurrence` then continues from it.
 
   Returns:
-    [b, l, h] float32.
+    [b, l, h] float32, and the state after u when `state` is given.
   """
   h, length = u.shape[-1], u.shape[1]
   ch, st = channel_axis, axes.STATE
@@ -63,8 +90,12 @@ def _s4d_conv(module: nn.Module, u: jax.Array, n_modes: int, channel_axis: str,
   a_imag = param("A_imag", inits.s4d_a_imag, (h, n_modes), (ch, st))
   c = param("C", inits.complex_normal, (h, n_modes, 2), (ch, st, None))
   d = param("D", inits.normal(1.0), (h,), (ch,))
-  kernel = s4d_ops.s4d_kernel(log_dt, log_a_real, a_imag, c, length)  # [h, l]
   u32 = u.astype(jnp.float32)
+  if state is not None:
+    y, state = s4d_ops.s4d_recurrence(u32, state, log_dt, log_a_real, a_imag,
+                                      c)
+    return y + d * u32, state
+  kernel = s4d_ops.s4d_kernel(log_dt, log_a_real, a_imag, c, length)  # [h, l]
   y = s4d_ops.causal_conv_fft(u32, kernel)  # [b, l, h]
   return y.astype(jnp.float32) + d * u32
 
@@ -88,12 +119,30 @@ class S4DMixer(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  @nn.nowrap
+  def init_cache(self, batch: int, max_len: int) -> S4DCache:
+    """The state at the sequence start (zeros); max_len is not needed."""
+    del max_len
+    return S4DCache(ssm=jnp.zeros(
+        (batch, self.d_model, self.d_state // 2, 2), jnp.float32))
+
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    """Maps x: [b, l, d_model] to [b, l, d_model] in `dtype`."""
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               cache: Optional[S4DCache] = None
+               ) -> Union[jax.Array, tuple[jax.Array, S4DCache]]:
+    """Maps x: [b, l, d_model] to [b, l, d_model] in `dtype`.
+
+    With a cache (decoding), the mixer continues from it and returns
+    (output, cache after x).
+    """
     h = self.d_model
-    y = _s4d_conv(self, x, self.d_state // 2, axes.EMBED, self.dt_min,
-                  self.dt_max)
+    if cache is None:
+      y = _s4d_conv(self, x, self.d_state // 2, axes.EMBED, self.dt_min,
+                    self.dt_max)
+    else:
+      y, ssm = _s4d_conv(self, x, self.d_state // 2, axes.EMBED, self.dt_min,
+                         self.dt_max, cache.ssm)
+      cache = S4DCache(ssm=ssm)
     # nn.GELU() in the reference is the exact (erf) GELU.
     y = nn.gelu(y, approximate=False)
     if self.dropout > 0:
@@ -106,7 +155,8 @@ class S4DMixer(nn.Module):
                      dtype=self.dtype, param_dtype=self.param_dtype,
                      name="output_linear")(y.astype(self.dtype))
     a, gate = jnp.split(y, 2, axis=-1)
-    return a * jax.nn.sigmoid(gate)
+    out = a * jax.nn.sigmoid(gate)
+    return out if cache is None else (out, cache)
 
 
 class S4MambaMixer(nn.Module):
@@ -139,25 +189,48 @@ class S4MambaMixer(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  @nn.nowrap
+  def init_cache(self, batch: int, max_len: int) -> S4MambaCache:
+    """The state at the sequence start (zeros); max_len is not needed."""
+    del max_len
+    e = self.expand * self.d_model
+    return S4MambaCache(
+        conv=jnp.zeros((batch, self.d_conv - 1, e), self.dtype),
+        ssm=jnp.zeros((batch, e, self.d_state // 2, 2), jnp.float32))
+
   @nn.compact
-  def __call__(self, h: jax.Array, deterministic: bool = True) -> jax.Array:
-    """Maps h: [b, l, d_model] to [b, l, d_model] in `dtype`."""
+  def __call__(self, h: jax.Array, deterministic: bool = True,
+               cache: Optional[S4MambaCache] = None
+               ) -> Union[jax.Array, tuple[jax.Array, S4MambaCache]]:
+    """Maps h: [b, l, d_model] to [b, l, d_model] in `dtype`.
+
+    With a cache (decoding), the mixer continues from it and returns
+    (output, cache after h).
+    """
     e = self.expand * self.d_model
     dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     xz = layers.dense(2 * e, (axes.EMBED, axes.INNER), use_bias=self.bias,
                       bias_init=inits.zeros, name="in_proj", **dense)(h)
     x, z = jnp.split(xz, 2, axis=-1)  # [b, l, e] each
-    u = jax.nn.silu(layers.CausalDepthwiseConv1d(
-        width=self.d_conv, use_bias=self.conv_bias, name="conv1d",
-        **dense)(x))
-    y = _s4d_conv(self, u, self.d_state // 2, axes.INNER, self.dt_min,
-                  self.dt_max)  # [b, l, e] float32
+    conv = layers.CausalDepthwiseConv1d(
+        width=self.d_conv, use_bias=self.conv_bias, name="conv1d", **dense)
+    if cache is None:
+      u = jax.nn.silu(conv(x))
+      y = _s4d_conv(self, u, self.d_state // 2, axes.INNER, self.dt_min,
+                    self.dt_max)  # [b, l, e] float32
+    else:
+      u, conv_state = conv(x, cache.conv)
+      u = jax.nn.silu(u)
+      y, ssm = _s4d_conv(self, u, self.d_state // 2, axes.INNER, self.dt_min,
+                         self.dt_max, cache.ssm)
+      cache = S4MambaCache(conv=conv_state, ssm=ssm)
     if self.dropout > 0:
       # Tied over time (axis 1) like the reference DropoutNd(tie=True).
       y = nn.Dropout(self.dropout, broadcast_dims=(1,))(
           y, deterministic=deterministic)
     y = y.astype(self.dtype) * z  # linear gate, as in the reference
-    return layers.dense(
+    out = layers.dense(
         self.d_model, (axes.INNER, axes.EMBED), use_bias=self.bias,
         kernel_init=inits.mamba_out_proj(e, self.n_layer),
         bias_init=inits.zeros, name="out_proj", **dense)(y)
+    return out if cache is None else (out, cache)

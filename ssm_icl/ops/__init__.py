@@ -13,11 +13,13 @@ from ssm_icl.ops import flops
 from ssm_icl.ops import s4d
 from ssm_icl.ops import scan
 from ssm_icl.ops import selective_scan
+from ssm_icl.ops.attention import cached_attention
 from ssm_icl.ops.attention import causal_attention
 from ssm_icl.ops.flops import model_flops
 from ssm_icl.ops.flops import param_count
 from ssm_icl.ops.s4d import causal_conv_fft
 from ssm_icl.ops.s4d import s4d_kernel
+from ssm_icl.ops.s4d import s4d_recurrence
 from ssm_icl.ops.scan import linear_scan
 from ssm_icl.ops.scan import resolve_impl
 from ssm_icl.ops.scan import ScanImpl
@@ -26,6 +28,7 @@ from ssm_icl.ops.selective_scan import selective_scan_naive
 __all__ = [
     "ScanImpl",
     "attention",
+    "cached_attention",
     "causal_attention",
     "causal_conv_fft",
     "flops",
@@ -35,6 +38,7 @@ __all__ = [
     "resolve_impl",
     "s4d",
     "s4d_kernel",
+    "s4d_recurrence",
     "scan",
     "selective_scan",
     "selective_scan_naive",

@@ -47,15 +47,19 @@ def _check_inputs(q, k, v, block_size):
                      f"{block_size!r}.")
 
 
-def _dense(q, k, v, bias, scale):
-  """Materialised causal attention; [b, l, h, d] -> [b, l, h, d] fp32."""
-  length = q.shape[1]
+def _dense(q, k, v, bias, scale, offset=0):
+  """Materialised causal attention; q [b, q, h, d], k, v [b, k, h, d].
+
+  Query i sits at position offset + i and sees keys 0 .. offset + i.
+  Returns [b, q, h, d] fp32.
+  """
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k,
                       preferred_element_type=_F32) * scale  # [b, h, q, k]
   if bias is not None:
     logits = logits + bias.astype(_F32)
-  pos = jnp.arange(length)
-  logits = jnp.where(pos[None, :] <= pos[:, None], logits, _MASK)
+  q_pos = offset + jnp.arange(q.shape[1])
+  k_pos = jnp.arange(k.shape[1])
+  logits = jnp.where(k_pos[None, :] <= q_pos[:, None], logits, _MASK)
   probs = jax.nn.softmax(logits, axis=-1)
   return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v,
                     preferred_element_type=_F32)
@@ -177,3 +181,38 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   else:
     out = _blocked(q, k, v, bias, scale, min(block_size, length))
   return out.astype(q.dtype)
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                     offset: jax.Array | int) -> jax.Array:
+  """Causal attention of new queries over a key/value cache (decoding).
+
+  Query i sits at position offset + i and attends to cache slots
+  0 .. offset + i; later slots (not yet written, or stale) are masked before
+  the softmax, so their contents never matter. Logits and softmax run in
+  fp32 as in `causal_attention`, and from a cache holding the keys of a
+  whole sequence the result equals `causal_attention` on that sequence.
+
+  Args:
+    q: [b, lq, h, d] queries of the new tokens.
+    k: [b, max_len, h, d] key cache, the new tokens' keys already written at
+      slots offset .. offset + lq - 1.
+    v: [b, max_len, h, d] value cache, likewise.
+    offset: int32 scalar (may be traced), the position of the first query.
+
+  Returns:
+    [b, lq, h, d] in q's dtype.
+
+  Raises:
+    ValueError: on mismatched shapes.
+  """
+  if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape:
+    raise ValueError(f"q must be [batch, lq, heads, head_dim] and k, v "
+                     f"[batch, max_len, heads, head_dim], got q {q.shape}, "
+                     f"k {k.shape}, v {v.shape}.")
+  if (q.shape[0], q.shape[2], q.shape[3]) != (k.shape[0], k.shape[2],
+                                              k.shape[3]):
+    raise ValueError(f"q {q.shape} and the cache {k.shape} must agree in "
+                     f"batch, heads and head_dim.")
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  return _dense(q, k, v, None, scale, offset).astype(q.dtype)

@@ -104,7 +104,18 @@ def block_params(config: Any, kind: str) -> int:
       # in_proj, conv (+bias), S4D core on E channels, out_proj.
       "s4_mamba": 2 * e * d + (k + 1) * e + _s4d_params(e, n) + e * d,
   }[kind]
-  return mixer + 2 * d
+  return mixer + _norm_params(config)
+
+
+def _norm_params(config: Any) -> int:
+  """LayerNorm: scale and bias; RMSNorm (`norm="rms"`): scale only."""
+  per_channel = 1 if getattr(config, "norm", "layer") == "rms" else 2
+  return per_channel * config.d_model
+
+
+def _vocab(config: Any) -> Any:
+  """The vocabulary of a language-model config, else None."""
+  return getattr(config, "vocab_size", None)
 
 
 def param_breakdown(config: Any) -> dict[str, int]:
@@ -112,16 +123,24 @@ def param_breakdown(config: Any) -> dict[str, int]:
 
   Returns:
     {"read_in", "wpe" (if positions), "blocks_{i}" (one per block),
-    "ln_f", "read_out"} -> count.
+    "ln_f", "read_out"} -> count; a language model (`vocab_size`) has
+    "embedding" (and "lm_head" when untied) instead of read_in / read_out.
   """
   d = config.d_model
-  out = {"read_in": config.d_in * d + d}
+  vocab = _vocab(config)
+  if vocab is None:
+    out = {"read_in": config.d_in * d + d}
+  else:
+    out = {"embedding": vocab * d}
   if config.uses_positions:
     out["wpe"] = config.n_positions * d
   for i, kind in enumerate(config.block_pattern):
     out[f"blocks_{i}"] = block_params(config, kind)
-  out["ln_f"] = 2 * d
-  out["read_out"] = d * config.d_out + config.d_out
+  out["ln_f"] = _norm_params(config)
+  if vocab is None:
+    out["read_out"] = d * config.d_out + config.d_out
+  elif not getattr(config, "tie_embeddings", True):
+    out["lm_head"] = d * vocab
   return out
 
 
@@ -143,8 +162,18 @@ def matmul_params(config: Any) -> int:
   }
   for kind in config.block_pattern:
     _check_kind(kind)
-  return (config.d_in * d + d * config.d_out
+  return (_io_width(config) * d
           + sum(per_kind[k] for k in config.block_pattern))
+
+
+def _io_width(config: Any) -> int:
+  """Read-in plus read-out matmul widths.
+
+  An embedding lookup is no matmul: a language model has only its
+  vocab_size-wide read-out.
+  """
+  vocab = _vocab(config)
+  return config.d_in + config.d_out if vocab is None else vocab
 
 
 def associative_scan_flops(length: int) -> int:
@@ -273,7 +302,7 @@ def model_flops(config: Any, seq_len: int, *, batch: int = 1,
                      f"{config.n_positions} of the learned position table.")
   t, d = seq_len, config.d_model
   totals = dict.fromkeys(CATEGORIES, 0.0)
-  totals["matmul"] = 2 * t * (config.d_in + config.d_out) * d
+  totals["matmul"] = 2 * t * _io_width(config) * d
   # Read-in/out biases, positions, final LayerNorm.
   totals["elementwise"] = t * (d + config.d_out + _LAYER_NORM * d)
   if config.uses_positions:

@@ -194,7 +194,7 @@ def evaluate_model(run: plan_lib.Run, params: Any,
   model = models.build_model(model_cfg)
   apply_fn = lambda p, tokens: model.apply({"params": p}, tokens)
   predictors = {run.label: icl_curves.model_predictor(apply_fn, params,
-                                                      task=task)}
+                                                      task=task, model=model)}
   return icl_curves.evaluate(
       predictors, task, n_points=curriculum.points_end,
       n_prompts=eval_cfg.n_prompts, batch_size=eval_cfg.batch_size,

@@ -10,6 +10,7 @@ from ssm_icl.tasks.base import masked_loss
 from ssm_icl.tasks.base import pointwise_metric
 from ssm_icl.tasks.base import Prompt
 from ssm_icl.tasks.cot import cot_autoregressive_predict
+from ssm_icl.tasks.cot import cot_recurrent_predict
 from ssm_icl.tasks.cot import CotIO
 from ssm_icl.tasks.curriculum import Curriculum
 from ssm_icl.tasks.decision_tree import DecisionTree
@@ -40,6 +41,7 @@ __all__ = [
     "Task",
     "VectorMQAR",
     "cot_autoregressive_predict",
+    "cot_recurrent_predict",
     "gather_predictions",
     "get_task",
     "linear_regression_robustness_suite",

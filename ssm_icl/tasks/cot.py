@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -198,3 +198,44 @@ def cot_autoregressive_predict(
 
   at_x = teacher[:, x_pos]  # [b, n, d_out]
   return jnp.stack([at_x, y_out], axis=2).reshape(b, 2 * n, -1)
+
+
+def cot_recurrent_predict(
+    decode_step: Callable[[Any, jax.Array], tuple[jax.Array, Any]],
+    cache: Any, prompt: base.Prompt, task: CotIO) -> jax.Array:
+  """`cot_autoregressive_predict` in mode "query", in one recurrent pass.
+
+  Walks the prompt once with a decoding cache: after x_i (true prefix) the
+  output is the s_i prediction; from that cache one extra step feeds the
+  predicted s_i token and reads y_i, and its cache is discarded; then the
+  true s_i and y_i tokens advance the cache. 4n decode steps per prompt
+  instead of n full forward passes (one per example).
+
+  Args:
+    decode_step: (cache, token [b, d_in]) -> (output [b, d_out], cache),
+      e.g. `functools.partial(model.decode_step, params)`.
+    cache: the decoding cache at the sequence start (for 3n tokens), e.g.
+      `model.init_cache(b, 3n)`.
+    prompt: a prompt from `task.sample`.
+    task: the `CotIO` task that made the prompt.
+
+  Returns:
+    [b, 2n, d_out] predictions aligned with `prompt.targets`, as
+    `cot_autoregressive_predict(..., mode="query")`.
+  """
+  tokens = jnp.asarray(prompt.tokens)
+  b, length, d_in = tokens.shape
+  n = length // 3
+  h = task.hidden
+  triples = jnp.moveaxis(tokens.reshape(b, n, 3, d_in), 1, 0)  # [n, b, 3, d]
+
+  def example(cache, xsy):
+    at_x, cache = decode_step(cache, xsy[:, 0])  # [b, d_out]
+    s_hat = task.hidden_tokens(at_x[:, None, :h])[:, 0]  # [b, d_in]
+    y_out, _ = decode_step(cache, s_hat)  # the branch on predicted s_i
+    _, cache = decode_step(cache, xsy[:, 1])
+    _, cache = decode_step(cache, xsy[:, 2])
+    return cache, jnp.stack([at_x, y_out], axis=1)  # [b, 2, d_out]
+
+  _, out = jax.lax.scan(example, cache, triples)  # [n, b, 2, d_out]
+  return jnp.moveaxis(out, 0, 1).reshape(b, 2 * n, -1)

@@ -373,5 +373,111 @@ class BuildModelTest(absltest.TestCase):
       models.build_model({"dmodel": 3})
 
 
+
+_PROMPT = 4  # prefill length of the prefill + decode checks
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_fns(cfg):
+  """jit(params, tokens) -> (full pass, token by token, prefill + decode)."""
+  model = models.ICLModel(cfg)
+
+  def scan_steps(params, cache, tokens):
+    step = lambda c, tok: model.decode_step(params, c, tok)[::-1]
+    cache, ys = jax.lax.scan(step, cache, jnp.moveaxis(tokens, 1, 0))
+    return jnp.moveaxis(ys, 0, 1), cache
+
+  def run(params, tokens):
+    batch, length = tokens.shape[:2]
+    full = model.apply({"params": params}, tokens)
+    stepwise, _ = scan_steps(params, model.init_cache(batch, length),
+                             tokens)
+    head, cache = model.prefill(params, tokens[:, :_PROMPT], length)
+    tail, _ = scan_steps(params, cache, tokens[:, _PROMPT:])
+    return full, stepwise, jnp.concatenate([head, tail], axis=1)
+
+  return jax.jit(run)
+
+
+def _assert_rel_close(got, want, rtol=1e-5):
+  """Equal to rtol of the output scale (fp32 sums in another order)."""
+  want = np.asarray(want)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=rtol,
+                             atol=rtol * np.abs(want).max())
+
+
+class DecodeTest(parameterized.TestCase):
+
+  @parameterized.parameters(*_FAMILIES, "custom")
+  def test_decoding_equals_the_full_pass(self, family):
+    overrides = {}
+    if family == "custom":  # every block kind, with positions
+      overrides = dict(pattern="mamba,attn,mlp,s4d,s4_mamba",
+                       pos_emb="learned")
+    cfg = _config(family, **overrides)
+    full, stepwise, prefilled = _decode_fns(cfg)(_random_params(cfg),
+                                                 _tokens())
+    self.assertEqual(stepwise.shape, full.shape)
+    _assert_rel_close(stepwise, full)
+    _assert_rel_close(prefilled, full)
+
+  def test_decode_step_compiles_once_for_all_positions(self):
+    cfg = _config("mambaformer", pos_emb="learned")
+    model, params = models.ICLModel(cfg), _random_params(cfg)
+    traces = []
+
+    def step(params, cache, token):
+      traces.append(1)
+      return model.decode_step(params, cache, token)
+
+    step = jax.jit(step)
+    tokens = _tokens(length=5)
+    cache = model.init_cache(2, 5)
+    ys = []
+    for t in range(5):
+      y, cache = step(params, cache, tokens[:, t])
+      ys.append(y)
+    self.assertLen(traces, 1)
+    self.assertEqual(int(cache.position), 5)
+    _assert_rel_close(jnp.stack(ys, 1),
+                      _forward(cfg)({"params": params}, tokens))
+
+  def test_scan_layers_params_decode(self):
+    cfg = _config("mamba", n_layer=2)
+    params = _random_params(cfg)
+    model = models.ICLModel(cfg.replace(scan_layers=True))
+    tokens = _tokens(length=3)
+    want = _forward(cfg)({"params": params}, tokens)
+    got, cache = model.prefill(
+        backbone.stack_layers(params, cfg), tokens, max_len=3)
+    _assert_rel_close(got, want)
+    self.assertLen(cache.blocks, 2)
+    with self.assertRaisesRegex(ValueError, "scan_layers=False"):
+      model.apply({"params": backbone.stack_layers(params, cfg)}, tokens,
+                  cache=cache)
+
+  def test_bad_decoding_sizes(self):
+    model = models.ICLModel(_config("hybrid", n_positions=8))
+    with self.assertRaisesRegex(ValueError, "max_len=9 exceeds n_positions"):
+      model.init_cache(2, 9)
+    with self.assertRaisesRegex(ValueError, "batch must be a positive int"):
+      model.init_cache(0, 4)
+    with self.assertRaisesRegex(ValueError, "length <= max_len=3"):
+      model.prefill({}, _tokens(length=4), 3)
+
+  def test_cache_shapes(self):
+    cfg = _config("custom", pattern="mamba,attn,mlp,s4d,s4_mamba")
+    cache = models.ICLModel(cfg).init_cache(2, 7)
+    e, n = cfg.d_inner, cfg.d_state
+    mamba_c, attn_c, mlp_c, s4d_c, s4m_c = cache.blocks
+    self.assertEqual(mamba_c.conv.shape, (2, cfg.d_conv - 1, e))
+    self.assertEqual(mamba_c.ssm.shape, (2, e, n))
+    self.assertEqual(mamba_c.ssm.dtype, jnp.float32)
+    self.assertEqual(attn_c.k.shape, (2, 7, 4, 8))
+    self.assertEqual(jax.tree.leaves(mlp_c), [])
+    self.assertEqual(s4d_c.ssm.shape, (2, cfg.d_model, n // 2, 2))
+    self.assertEqual(s4m_c.ssm.shape, (2, e, n // 2, 2))
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -109,6 +109,8 @@ class ModelConfigTest(parameterized.TestCase):
       ("dt_min", dict(dt_min=0.0), "dt_min must be a positive number"),
       ("dt_order", dict(dt_min=0.5, dt_max=0.1),
        "dt_min=0.5 must not exceed dt_max=0.1"),
+      ("norm", dict(norm="batch"), r"Unknown norm 'batch'.*'rms'"),
+      ("vocab_size", dict(vocab_size=0), "vocab_size must be positive"),
   )
   def test_bad_values_raise(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -118,10 +120,21 @@ class ModelConfigTest(parameterized.TestCase):
       ("float_int", dict(d_model=12.0), "d_model must be an int, got 12.0"),
       ("bool_int", dict(n_layer=True), "n_layer must be an int"),
       ("remat", dict(remat="yes"), "remat must be a bool, got 'yes'"),
+      ("residual_in_fp32", dict(residual_in_fp32=1),
+       "residual_in_fp32 must be a bool"),
   )
   def test_bad_types_raise(self, kwargs, message):
     with self.assertRaisesRegex(TypeError, message):
       ModelConfig(**kwargs)
+
+  def test_language_model_and_residual_dtype(self):
+    cfg = ModelConfig(norm="rms", vocab_size=50, dtype="bfloat16")
+    self.assertTrue(cfg.is_language_model)
+    self.assertFalse(ModelConfig().is_language_model)
+    self.assertIs(cfg.residual_dtype, jnp.float32)
+    self.assertIs(cfg.replace(residual_in_fp32=False).residual_dtype,
+                  jnp.bfloat16)
+    self.assertEqual(cfg.block_settings().norm, "rms")
 
   def test_mamba_does_not_need_divisible_heads(self):
     self.assertEqual(ModelConfig(family="mamba", d_model=20, n_head=8).d_model,

@@ -25,7 +25,9 @@ from transformers.models.mamba import modeling_mamba
 from ssm_icl.models import backbone
 from ssm_icl.models import config as config_lib
 from ssm_icl.models import convert
+from ssm_icl.models import generation
 from ssm_icl.nn import mamba
+from ssm_icl.ops import flops
 
 pytestmark = pytest.mark.interop
 
@@ -347,6 +349,102 @@ class HfMambaTest(absltest.TestCase):
                                 r"\.bias|layers\.0\.norm\.bias(.|\n)*RMSNorm"):
       convert.load_state_dict(config, model.state_dict(), source="hf_mamba",
                               params={})
+
+
+_VOCAB = 40
+
+
+def _hf_lm(tie=True, seed=11):
+  """A random-weight HF MambaForCausalLM (RMSNorm, tied head by default)."""
+  config = transformers.MambaConfig(
+      vocab_size=_VOCAB, hidden_size=_D, state_size=8, conv_kernel=4,
+      expand=2, num_hidden_layers=2, layer_norm_epsilon=1e-5,
+      tie_word_embeddings=tie, pad_token_id=0, bos_token_id=0,
+      eos_token_id=0)
+  torch.manual_seed(seed)
+  model = _perturb(transformers.MambaForCausalLM(config), seed=seed)
+  if tie:  # _perturb added noise to the shared matrix once: still tied.
+    assert model.lm_head.weight is model.backbone.embeddings.weight
+  return model
+
+
+def _lm_config(tie=True):
+  return config_lib.ModelConfig(
+      family="mamba", n_layer=2, d_model=_D, d_state=8, d_conv=4, expand=2,
+      norm="rms", vocab_size=_VOCAB, tie_embeddings=tie)
+
+
+def _ids(batch=2, length=_LEN, seed=0):
+  return np.random.default_rng(seed).integers(0, _VOCAB, (batch, length))
+
+
+def _our_logits(config, params, ids):
+  model = backbone.ICLModel(config)
+  return np.asarray(model.apply({"params": params}, jnp.asarray(ids)))
+
+
+def _hf_logits(model, ids):
+  with torch.no_grad():
+    return model(torch.from_numpy(ids), use_cache=False).logits.numpy()
+
+
+class HfMambaLanguageModelTest(parameterized.TestCase):
+
+  @parameterized.parameters(True, False)
+  def test_causal_lm_logits_match(self, tie):
+    hf = _hf_lm(tie)
+    config = _lm_config(tie)
+    params = convert.load_state_dict(config, hf.state_dict(),
+                                     source="hf_mamba")
+    self.assertEqual("lm_head" in params, not tie)
+    self.assertEqual(backbone.count_params(params), flops.param_count(config))
+    ids = _ids()
+    _assert_close(_our_logits(config, params, ids), _hf_logits(hf, ids))
+
+  def test_mamba_ssm_names_load_the_same_model(self):
+    # mamba_ssm is not installable here (CUDA only). Its MambaLMHeadModel
+    # names are HF's with `embedding` for `embeddings` (MixerModel
+    # `backbone.embedding`, `backbone.layers.{i}.norm / .mixer.*`,
+    # `backbone.norm_f`, `lm_head`), so a renamed HF state dict stands in.
+    hf = _hf_lm()
+    sd = {k.replace("backbone.embeddings.", "backbone.embedding."): v
+          for k, v in hf.state_dict().items()}
+    self.assertEqual(convert.guess_source(sd), "mamba_ssm")
+    config = _lm_config()
+    params = convert.load_state_dict(config, sd, source="mamba_ssm")
+    ids = _ids(seed=1)
+    _assert_close(_our_logits(config, params, ids), _hf_logits(hf, ids))
+
+  def test_greedy_generation_matches_generate(self):
+    hf = _hf_lm(seed=12)
+    config = _lm_config()
+    params = convert.load_state_dict(config, hf.state_dict(),
+                                     source="hf_mamba")
+    prompt = _ids(length=5, seed=2)
+    with torch.no_grad():
+      want = hf.generate(torch.from_numpy(prompt), max_new_tokens=8,
+                         do_sample=False, min_new_tokens=8).numpy()
+    got = jax.jit(lambda p, ids: generation.greedy_generate(
+        backbone.ICLModel(config), p, ids, 8))(params, prompt)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+  def test_layernorm_config_still_refuses_rmsnorm(self):
+    config = _lm_config().replace(norm="layer")
+    with self.assertRaisesRegex(ValueError, r"norm='rms'"):
+      convert.load_state_dict(config, _hf_lm().state_dict(),
+                              source="hf_mamba")
+
+  def test_hf_mamba_config(self):
+    hf = _hf_lm(tie=False)
+    config = convert.hf_mamba_config(hf.config)
+    self.assertEqual(config, _lm_config(tie=False).replace(
+        dt_rank=hf.config.time_step_rank))
+    with self.assertRaisesRegex(ValueError, r"use_bias=True is not"):
+      convert.hf_mamba_config(transformers.MambaConfig(use_bias=True))
+
+  def test_language_model_needs_a_mamba_source(self):
+    with self.assertRaisesRegex(ValueError, r"loads from source 'hf_mamba'"):
+      convert.load_state_dict(_lm_config(), {}, source="reference")
 
 
 class FileTest(absltest.TestCase):

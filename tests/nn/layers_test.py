@@ -159,5 +159,44 @@ class CausalDepthwiseConv1dTest(parameterized.TestCase):
     self.assertGreater(np.abs(y[:, 5] - y2[:, 5]).max(), 0.0)
 
 
+  @parameterized.parameters(1, 3, 4)
+  def test_state_continues_the_sequence(self, width):
+    x = jax.random.normal(jax.random.key(2), (2, 7, 5))
+    conv = layers.CausalDepthwiseConv1d(width=width)
+    variables = conv.init(jax.random.key(0), x)
+    want = conv.apply(variables, x)
+    state = jnp.zeros((2, width - 1, 5))
+    parts = []
+    for lo, hi in ((0, 3), (3, 4), (4, 7)):  # a prefill, a step, the rest
+      y, state = conv.apply(variables, x[:, lo:hi], state)
+      parts.append(y)
+    np.testing.assert_allclose(jnp.concatenate(parts, 1), want, rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_array_equal(state, x[:, 7 - (width - 1):])
+    with self.assertRaisesRegex(ValueError, "conv state must have shape"):
+      conv.apply(variables, x, jnp.zeros((2, width, 5)))
+
+
+class NormTest(parameterized.TestCase):
+
+  def test_rms_norm_matches_formula_and_has_scale_only(self):
+    x = 3.0 + jax.random.normal(jax.random.key(3), (2, 4, 8))
+    norm = layers.norm("rms", name="norm")
+    variables, p = _init(norm, x)
+    self.assertEqual(list(p), ["scale"])
+    scale = 1.0 + jnp.arange(8.0) / 8
+    y = norm.apply({"params": {"scale": scale}}, x)
+    xn = np.asarray(x, np.float64)
+    want = xn / np.sqrt((xn ** 2).mean(-1, keepdims=True) + 1e-5) * scale
+    np.testing.assert_allclose(y, want, rtol=1e-5)
+    specs = nn.get_partition_spec(variables)["params"]
+    self.assertEqual(tuple(specs["scale"]), (axes.EMBED,))
+
+  def test_layer_norm_kind_and_bad_kind(self):
+    self.assertIsInstance(layers.norm(layers.NormKind.LAYER), nn.LayerNorm)
+    with self.assertRaisesRegex(ValueError, r"Unknown norm 'batch'.*'rms'"):
+      layers.norm("batch")
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -184,5 +184,23 @@ class MambaMixerTest(parameterized.TestCase):
     self.assertEqual(mamba.resolve_dt_rank(3, 130), 3)
 
 
+  def test_cache_continues_the_sequence(self):
+    h = jax.random.normal(jax.random.key(1), (2, 7, _D_MODEL))
+    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4)
+    variables, _ = _init(mixer, h)
+    want = _apply(mixer, variables, h)
+    cache = mixer.init_cache(2, max_len=7)
+    self.assertEqual(cache.conv.shape, (2, 3, 2 * _D_MODEL))
+    self.assertEqual(cache.ssm.shape, (2, 2 * _D_MODEL, 4))
+    y0, cache = mixer.apply(variables, h[:, :5], cache=cache)  # prefill
+    steps = [y0]
+    for t in (5, 6):
+      y, cache = mixer.apply(variables, h[:, t:t + 1], cache=cache)
+      steps.append(y)
+    got = jnp.concatenate(steps, axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
+
+
 if __name__ == "__main__":
   absltest.main()

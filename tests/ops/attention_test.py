@@ -183,5 +183,27 @@ class CausalAttentionErrorsTest(parameterized.TestCase):
       attention.causal_attention(q, k, v, bias=np.zeros(bias_shape))
 
 
+class CachedAttentionTest(absltest.TestCase):
+
+  def test_prefill_then_steps_equal_causal_attention(self):
+    q, k, v = _qkv(7)
+    want = _np_attention(q, k, v)
+    max_len = 9  # two slots never written: masked whatever they hold
+    k_cache = np.full((2, max_len, 3, 4), 50.0, np.float32)
+    v_cache = np.full((2, max_len, 3, 4), 50.0, np.float32)
+    got = []
+    for lo, hi in ((0, 4), (4, 5), (5, 7)):
+      k_cache[:, lo:hi], v_cache[:, lo:hi] = k[:, lo:hi], v[:, lo:hi]
+      got.append(attention.cached_attention(q[:, lo:hi], k_cache, v_cache,
+                                            offset=jnp.int32(lo)))
+    np.testing.assert_allclose(jnp.concatenate(got, 1), want, rtol=1e-5,
+                               atol=1e-6)
+
+  def test_mismatched_cache(self):
+    q, k, _ = _qkv(3)
+    with self.assertRaisesRegex(ValueError, "must agree in batch, heads"):
+      attention.cached_attention(q, k[:, :, :2], k[:, :, :2], offset=0)
+
+
 if __name__ == "__main__":
   absltest.main()

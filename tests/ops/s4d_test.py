@@ -155,5 +155,26 @@ class CausalConvFFTTest(parameterized.TestCase):
                           np.zeros(k_shape, np.float32))
 
 
+class S4DRecurrenceTest(absltest.TestCase):
+
+  def test_chunks_and_steps_equal_the_convolution(self):
+    p = _params()
+    u = np.random.default_rng(3).normal(size=(2, 9, 3)).astype(np.float32)
+    want = _np_causal_conv(u, _np_kernel(**p, length=9))
+    state = jnp.zeros((2, 3, 4, 2))
+    parts = []
+    for lo, hi in ((0, 4), (4, 5), (5, 6), (6, 9)):  # prefill, steps, chunk
+      y, state = s4d.s4d_recurrence(jnp.asarray(u[:, lo:hi]), state, **p)
+      parts.append(y)
+    got = np.concatenate(parts, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
+
+  def test_bad_state_shape(self):
+    with self.assertRaisesRegex(ValueError, r"state must have shape"):
+      s4d.s4d_recurrence(jnp.zeros((2, 5, 3)), jnp.zeros((2, 3, 4)),
+                         **_params())
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -1,11 +1,14 @@
 """Tests for ssm_icl.tasks.cot."""
 
+import functools
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import models
 from ssm_icl import tasks
 from ssm_icl.tasks import base
 from tests.tasks import prompt_checks
@@ -102,6 +105,24 @@ class CotIOTest(parameterized.TestCase):
     np.testing.assert_allclose(preds[:, 0::2, :_H], p.xs[..., :_H])
     with self.assertRaisesRegex(ValueError, "mode='beam' is unknown"):
       tasks.cot_autoregressive_predict(predict_fn, p, task, mode="beam")
+
+
+  @parameterized.parameters("mamba", "hybrid")
+  def test_recurrent_predict_equals_one_pass_per_example(self, family):
+    task = tasks.CotIO(n_dims=_D, hidden=_H)
+    p = task.sample(jax.random.key(3), 2, 4)
+    model = models.ICLModel(models.ModelConfig(
+        family=family, n_layer=2, d_model=16, n_head=2, d_state=4,
+        d_in=task.d_in, d_out=task.d_out, n_positions=12))
+    params = model.init(jax.random.key(4), p.tokens)["params"]
+    want = tasks.cot_autoregressive_predict(
+        lambda t: model.apply({"params": params}, t), p, task)
+    got = jax.jit(lambda params, p: tasks.cot_recurrent_predict(
+        functools.partial(model.decode_step, params),
+        model.init_cache(2, 12), p, task))(params, p)
+    want = np.asarray(want)
+    np.testing.assert_allclose(got, want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
 
 
 if __name__ == "__main__":
