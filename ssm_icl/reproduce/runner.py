@@ -245,7 +245,7 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
   """
   start_time = time.perf_counter()
   runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=tasks, families=families)
-  workdir = loop.check_workdir(workdir)
+  workdir = paths.check_writable(workdir)
   costs = [plan_lib.training_flops(r.config) for r in runs]
   planned = [resolved_config(r.config) for r in runs]
   write_json(workdir / PLAN, {

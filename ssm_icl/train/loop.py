@@ -36,7 +36,6 @@ import time
 from typing import Any
 
 from absl import logging
-from etils import epath
 from flax import linen as nn
 import jax
 import ml_collections
@@ -94,16 +93,6 @@ def console(message: str) -> None:
   logging.info(message)
 
 
-def check_workdir(workdir: paths.PathLike) -> epath.Path:
-  """The workdir as an `epath.Path`, created and checked writable.
-
-  Raises:
-    UserError: (a ValueError) naming the workdir when it cannot be used
-      (unsupported scheme, missing bucket, not writable).
-  """
-  return paths.check_writable(workdir)
-
-
 def resolve_config(config: ml_collections.ConfigDict,
                    task: Any) -> ml_collections.ConfigDict:
   """A copy of `config` with the model's d_in/d_out filled from the task."""
@@ -157,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     NonFiniteLossError: the loss became NaN/Inf (the message names the step).
   """
   # ---------------------------------------------------------- 1. workdir
-  workdir = check_workdir(workdir)
+  workdir = paths.check_writable(workdir)
   tcfg = config.train
   if tcfg.matmul_precision not in PRECISIONS:
     raise errors.UserError(
