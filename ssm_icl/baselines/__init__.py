@@ -20,6 +20,8 @@ from ssm_icl.baselines.prefix import PrefixView
 from ssm_icl.baselines.registry import BASELINES
 from ssm_icl.baselines.registry import get_baseline
 from ssm_icl.baselines.registry import LASSO_ALPHAS
+from ssm_icl.baselines.registry import NO_CONTEXT
+from ssm_icl.baselines.registry import no_context_level
 from ssm_icl.baselines.registry import relevant_baselines
 from ssm_icl.baselines.sklearn_models import DecisionTree
 from ssm_icl.baselines.sklearn_models import GradientBoosting
@@ -39,12 +41,14 @@ __all__ = [
     "LASSO_ALPHAS",
     "Lasso",
     "LeastSquares",
+    "NO_CONTEXT",
     "ParityBayes",
     "PrefixView",
     "RandomSign",
     "Ridge",
     "ZeroPredictor",
     "get_baseline",
+    "no_context_level",
     "prefix_view",
     "relevant_baselines",
 ]

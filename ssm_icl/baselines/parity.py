@@ -5,7 +5,10 @@ d coordinates, x uniform in {-1, +1}^d. Under the uniform prior over the
 C(d, k) subsets, the posterior is uniform over the subsets consistent with
 every prefix example, and the Bayes-optimal prediction is the majority vote of
 their parities on the query; once the prefix pins S down (about log2 C(d, k)
-examples), the prediction is always right.
+examples), the prediction is always right. With `use_examples=False` the
+same vote runs over all C(d, k) subsets: the best predictor that ignores the
+in-context examples (the trivial level of Table 1), whose accuracy is
+`no_context_accuracy(d, k)` (e.g. 38/64 = 0.594 for d = 6, k = 2).
 
 Shapes: b prompts, n examples, d input width, p slots, c candidate subsets.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -60,10 +64,13 @@ class ParityBayes(prefix.Baseline):
     k: subset size, >= 1 (at most d, checked on the prompt).
     rule: "majority" (Bayes-optimal) or "first" (first consistent subset in
       lexicographic order).
+    use_examples: False ignores the prefix (every subset stays consistent):
+      the Bayes predictor with no examples.
   """
 
   k: int = 2
   rule: str = MAJORITY
+  use_examples: bool = True
 
   def __post_init__(self):
     if not (isinstance(self.k, int) and self.k >= 1):
@@ -75,6 +82,8 @@ class ParityBayes(prefix.Baseline):
 
   def __call__(self, prompt: base.Prompt) -> jax.Array:
     view = prefix.prefix_view(prompt, name="parity_bayes")
+    if not self.use_examples:
+      view = view._replace(prefix_mask=jnp.zeros_like(view.prefix_mask))
     d = view.xs.shape[-1]
     if self.k > d:
       raise ValueError(
@@ -85,3 +94,23 @@ class ParityBayes(prefix.Baseline):
     # The sign goes into coordinate 0, the one the accuracy metric reads.
     preds = jnp.zeros(prompt.targets.shape, jnp.float32)
     return preds.at[..., 0].set(sign)
+
+
+def no_context_accuracy(d: int, k: int) -> float:
+  """Exact accuracy of the Bayes predictor that sees only the query.
+
+  For a query with m coordinates equal to -1, c(m) of the C(d, k) subsets
+  have parity +1 (an even number of -1s among the subset), and the majority
+  vote is right with probability max(c, C - c) / C; m is Binomial(d, 1/2).
+  Ties (c = C / 2) are right half the time whichever sign is chosen.
+  """
+  if not (isinstance(d, int) and isinstance(k, int) and 1 <= k <= d):
+    raise ValueError(f"no_context_accuracy needs ints 1 <= k <= d; got "
+                     f"d={d!r}, k={k!r}.")
+  total = math.comb(d, k)
+  accuracy = 0.0
+  for m in range(d + 1):
+    plus = sum(math.comb(m, j) * math.comb(d - m, k - j)
+               for j in range(0, min(m, k) + 1, 2))
+    accuracy += math.comb(d, m) / 2**d * max(plus, total - plus) / total
+  return accuracy

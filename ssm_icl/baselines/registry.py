@@ -6,12 +6,20 @@ every regression task, Lasso for sparse regression, a GD-trained 2-layer
 network for 2NN regression and trees, greedy trees and boosting for trees,
 plus the trivial reference of each task (zero predictor, or chance for
 parity) and the Bayes-optimal predictor where it is known.
+
+`NO_CONTEXT` names, per task, the curve of the best predictor that ignores
+the in-context examples: the trivial level e0 of Table 1 (ssm_icl.eval.report).
+Every task's targets are symmetric about 0 given the query alone (Gaussian
+weights, leaf values, output weights and value vectors), so the zero
+predictor is that predictor on every squared-error task; on sparse parity it
+is the Bayes vote over all C(d, k) subsets (`ParityBayes(use_examples=False)`,
+accuracy 0.594 for d = 6, k = 2), not coin-flip chance.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ssm_icl.baselines import gd_network
 from ssm_icl.baselines import linear
@@ -34,6 +42,19 @@ BASELINES: dict[str, type[prefix.Baseline]] = {
     "gradient_boosting": sklearn_models.GradientBoosting,
     "gd_2nn": gd_network.GDTwoLayerNetwork,
     "parity_bayes": parity.ParityBayes,
+}
+
+# Curve of the best no-context predictor per task (module docstring).
+NO_CONTEXT = {
+    "linear_regression": "zero",
+    "sparse_linear_regression": "zero",
+    "relu_2nn_regression": "zero",
+    "decision_tree": "zero",
+    "ortho_outlier_regression": "zero",
+    "many_outlier_regression": "zero",
+    "sparse_parity": "no_context",
+    "cot_io": "zero",
+    "vector_mqar": "zero",
 }
 
 # The alphas of the reference's Lasso baselines for sparse regression.
@@ -119,6 +140,7 @@ def _outlier_regression(task) -> dict[str, prefix.Baseline]:
 def _sparse_parity(task) -> dict[str, prefix.Baseline]:
   return {
       "chance": trivial.RandomSign(),
+      "no_context": parity.ParityBayes(k=int(task.k), use_examples=False),
       "bayes_optimal": parity.ParityBayes(k=int(task.k)),
       "3-nn": neighbors.KNearestNeighbors(n_neighbors=3),
   }
@@ -151,6 +173,28 @@ _RELEVANT: dict[str, Callable[[Any], dict[str, prefix.Baseline]]] = {
     "cot_io": _cot_io,
     "vector_mqar": _vector_mqar,
 }
+
+
+def no_context_level(task: str, task_config: Mapping[str, Any],
+                     metric: str) -> float:
+  """The no-context predictor's metric value, computed without prompts.
+
+  Used when no `NO_CONTEXT` curve was stored: exact for sparse parity
+  (`parity.no_context_accuracy`), 1 for normalised squared error (the zero
+  predictor's expected error on every squared-error task, docs/PAPER.md
+  §2.4).
+
+  Raises:
+    ValueError: a task/metric pair with no known value.
+  """
+  if task == "sparse_parity" and metric == "accuracy":
+    return parity.no_context_accuracy(int(task_config["n_dims"]),
+                                      int(task_config["k"]))
+  if NO_CONTEXT.get(task) == "zero" and metric == "squared_error":
+    return 1.0
+  raise ValueError(f"No analytic no-context level for task {task!r} with "
+                   f"metric {metric!r}; store its {NO_CONTEXT.get(task)!r} "
+                   "curve (evaluate the task's baselines).")
 
 
 def relevant_baselines(task: Any) -> dict[str, prefix.Baseline]:

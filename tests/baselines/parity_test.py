@@ -48,6 +48,29 @@ class ParityBayesTest(parameterized.TestCase):
     # Without examples it is no better than chance.
     self.assertLess(acc[:, 0].mean(), 0.75)
 
+  @parameterized.parameters((6, 2, 38 / 64), (4, 1, 11 / 16), (3, 3, 1.0))
+  def test_no_context_accuracy(self, d, k, expected):
+    # d=6, k=2 by hand: m minus signs leave C(m,2) + C(6-m,2) of 15 pairs
+    # with parity +1, so the vote is right w.p. 1, 2/3, 8/15, 3/5 for m = 0,
+    # 1, 2, 3 (and symmetrically): 38/64. k = 1: the majority sign of the
+    # query is right w.p. 1, 3/4, 1/2 for m = 0, 1, 2: 11/16. k = d: known.
+    self.assertAlmostEqual(parity.no_context_accuracy(d, k), expected)
+
+  def test_without_examples_matches_the_exact_accuracy(self):
+    task = tasks.get_task("sparse_parity", n_dims=6, k=2)
+    prompt = task.sample(jax.random.key(2), 512, 8)
+    acc = np.asarray(base.pointwise_metric(
+        parity.ParityBayes(k=2, use_examples=False)(prompt), prompt))
+    # Blind to the examples: the same accuracy at every slot.
+    np.testing.assert_allclose(acc.mean(), 38 / 64, atol=0.02)
+    got = parity.ParityBayes(k=2, use_examples=False)(prompt)[..., 0]
+    signs = np.sign(np.asarray(prompt.xs))
+    votes = sum(signs[..., i] * signs[..., j]
+                for i, j in itertools.combinations(range(6), 2))
+    decided = votes != 0
+    np.testing.assert_array_equal(np.asarray(got)[decided],
+                                  np.sign(votes)[decided])
+
   def test_rejects_k_larger_than_d(self):
     prompt = tasks.get_task("sparse_parity", n_dims=3, k=2).sample(
         jax.random.key(0), 1, 4)

@@ -96,6 +96,8 @@ class RelevantBaselinesTest(parameterized.TestCase):
     self.assertNotEmpty(relevant)
     trivial = "chance" if name == "sparse_parity" else "zero"
     self.assertIn(trivial, relevant)
+    # The trivial level of Table 1 is evaluated with the other baselines.
+    self.assertIn(baselines.NO_CONTEXT[name], relevant)
     prompt = _sampler(task, 1, 3)(jax.random.key(0))
     for baseline in relevant.values():
       self.assertIsInstance(baseline, baselines.Baseline)
@@ -131,6 +133,16 @@ class RelevantBaselinesTest(parameterized.TestCase):
                      baselines.BayesLinearRegression(0.25, 4.0))
     clean = baselines.relevant_baselines(tasks.get_task("linear_regression"))
     self.assertNotIn("bayes_optimal", clean)
+
+  def test_no_context_level(self):
+    self.assertAlmostEqual(baselines.no_context_level(
+        "sparse_parity", {"n_dims": 6, "k": 2}, "accuracy"), 38 / 64)
+    self.assertEqual(baselines.no_context_level(
+        "decision_tree", {}, "squared_error"), 1.0)
+    with self.assertRaisesRegex(ValueError, "No analytic no-context level "
+                                "for task 'sparse_parity' with metric "
+                                "'squared_error'"):
+      baselines.no_context_level("sparse_parity", {}, "squared_error")
 
   def test_rejects_unknown_task(self):
 
