@@ -6,15 +6,22 @@ states next to it:
 * summary error e of a curve: the mean of its curve over the last part of the
   context (points with x >= (1 - window) * x_max; by default the last half of
   the examples). For accuracy metrics e = 1 - accuracy.
-* trivial error e0 of the task: the summary error of the stored zero
-  predictor curve ("zero"; "chance" for accuracy), or, when none is stored,
-  the analytic value: 1 for normalised squared error (the zero predictor's
-  error on the regression tasks, docs/PAPER.md §2.4), 0.5 for accuracy (chance).
+* trivial error e0 of the task: the summary error of the best predictor that
+  ignores the in-context examples (`baselines.NO_CONTEXT`: the zero predictor
+  on the squared-error tasks, the Bayes vote over all subsets on sparse
+  parity), from its stored curve, or when none is stored from
+  `baselines.no_context_level` (1 for normalised squared error, the exact
+  no-context accuracy for parity).
 * best error e* of the task: the smallest e among the models in the table.
-* fail (✗) if e > fail_ratio * e0: not clearly better than the trivial
-  predictor (for accuracy with the defaults: accuracy < 0.6);
-  gap (▲) if not failing and e > e* + gap_margin * e0: it learns, but is
-  clearly behind the best model; pass (✓) otherwise.
+* fail (✗) if e > fail_ratio * e0: not clearly better than the best
+  no-context predictor; gap (▲) if not failing and e > e* + gap_margin * e0:
+  it learns, but is clearly behind the best model; pass (✓) otherwise.
+* a run that has not converged (`ssm_icl.eval.convergence`, when its status
+  is given) gets no mark: its cell says why instead.
+
+Each cell also shows e and the best baseline's e on the same prompts, and
+for linear regression the report checks every model against least squares
+at 2d examples (`LSQ_MARGIN`).
 """
 
 from __future__ import annotations
@@ -25,11 +32,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ssm_icl import paths
+from ssm_icl.baselines import registry as baselines_registry
+from ssm_icl.eval import convergence as convergence_lib
 from ssm_icl.eval import icl_curves
 
 PASS, GAP, FAIL, MISSING = "✓", "▲", "✗", "–"
-TRIVIAL_CURVES = {"squared_error": "zero", "accuracy": "chance"}
-ANALYTIC_TRIVIAL = {"squared_error": 1.0, "accuracy": 0.5}
+# The mark of a run that has not converged: no verdict on it.
+UNMARKED = "n/c"
+# On linear regression every model must end within LSQ_MARGIN of least
+# squares' error at 2d examples (d: the task's final dims), where least
+# squares has just become exact on noiseless prompts.
+LSQ_MARGIN = 0.05
+LSQ_CURVE = "least_squares"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +76,13 @@ class Criterion:
         f"Summary error e: the mean of a curve over x >= "
         f"{1 - self.window:g} * x_max (the last {self.window:.0%} of the "
         f"in-context examples); for accuracy, e = 1 - accuracy. Trivial "
-        f"error e0: the stored zero-predictor curve (chance for accuracy), "
-        f"else 1 for normalised squared error and 0.5 for accuracy. e*: the "
-        f"best model's e on the task.\n"
-        f"- {FAIL} fail: e > {self.fail_ratio:g} * e0 (for accuracy: "
-        f"accuracy < {1 - self.fail_ratio * 0.5:g}).\n"
+        f"error e0: e of the best predictor that ignores the in-context "
+        f"examples (the zero predictor; for sparse parity the Bayes vote "
+        f"over all subsets), from its stored curve, else computed "
+        f"(normalised squared error 1; parity exactly). e*: the best "
+        f"model's e on the task.\n"
+        f"- {FAIL} fail: e > {self.fail_ratio:g} * e0 (not clearly better "
+        f"than ignoring the examples).\n"
         f"- {GAP} gap: not failing and e > e* + {self.gap_margin:g} * e0.\n"
         f"- {PASS} pass: otherwise.")
 
@@ -77,6 +93,11 @@ class Cell:
 
   mark: str
   error: float | None = None
+  note: str | None = None  # shown instead of the mark (not converged)
+
+  @property
+  def shown(self) -> str:
+    return self.note or self.mark
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +110,8 @@ class Row:
   trivial_source: str
   best: float | None
   cells: dict[str, Cell]
+  best_baseline: str | None = None
+  best_baseline_error: float | None = None
 
 
 def summary_error(results: Mapping[str, Any], name: str,
@@ -125,22 +148,93 @@ def group_by_task(results_list: Sequence[Mapping[str, Any]]
   return grouped
 
 
-def _trivial(by_model: Mapping[str, Mapping[str, Any]], metric: str,
-             window: float) -> tuple[float, str]:
+def _trivial(task: str, by_model: Mapping[str, Mapping[str, Any]],
+             metric: str, window: float) -> tuple[float, str]:
   """The task's trivial error e0 and where it came from."""
-  curve = TRIVIAL_CURVES.get(metric)
+  curve = baselines_registry.NO_CONTEXT.get(task.split("@")[0])
   for results in by_model.values():
     if curve in results["curves"]:
       return summary_error(results, curve, window), f"'{curve}' curve"
-  if metric not in ANALYTIC_TRIVIAL:
-    raise ValueError(f"Metric {metric!r} has no analytic trivial error and "
-                     f"no stored {curve!r} curve.")
-  value = ANALYTIC_TRIVIAL[metric]
+  results = next(iter(by_model.values()))
+  value = baselines_registry.no_context_level(
+      results["task"], results.get("task_config", {}), metric)
   return (1.0 - value if metric == "accuracy" else value), "analytic"
 
 
+def best_baseline(by_model: Mapping[str, Mapping[str, Any]],
+                  window: float) -> tuple[str | None, float | None]:
+  """(name, e) of the baseline curve with the smallest summary error."""
+  errors = {}
+  for results in by_model.values():
+    for name, curve in results["curves"].items():
+      if curve["kind"] == icl_curves.KIND_BASELINE and name not in errors:
+        try:
+          errors[name] = summary_error(results, name, window)
+        except ValueError:  # a curve with no point in the window
+          continue
+  if not errors:
+    return None, None
+  name = min(errors, key=errors.get)
+  return name, errors[name]
+
+
+def value_at(results: Mapping[str, Any], name: str, x: int) -> float | None:
+  """Curve `name`'s mean at x examples, or None if x is not evaluated."""
+  if x not in results["x"]:
+    return None
+  value = results["curves"][name]["mean"][results["x"].index(x)]
+  return None if value is None else float(value)
+
+
+def least_squares_check(results_by_task_model: Mapping[str, Mapping[
+    str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+  """Every model on linear regression against least squares at 2d examples.
+
+  Returns:
+    One dict per (linear-regression group, model): "task", "model", "x"
+    (= 2d), "error", "least_squares", "ok" (error <= least_squares +
+    LSQ_MARGIN; None when either is not evaluated at x).
+  """
+  checks = []
+  for task, by_model in results_by_task_model.items():
+    if task.split("@")[0] != "linear_regression":
+      continue
+    for model, results in by_model.items():
+      x = 2 * int(results.get("task_config", {}).get("n_dims", 0))
+      error = value_at(results, model, x)
+      lsq = (value_at(results, LSQ_CURVE, x)
+             if LSQ_CURVE in results["curves"] else None)
+      ok = None if error is None or lsq is None else error <= lsq + LSQ_MARGIN
+      checks.append({"task": task, "model": model, "x": x, "error": error,
+                     "least_squares": lsq, "ok": ok})
+  return checks
+
+
+def least_squares_markdown(checks: Sequence[Mapping[str, Any]]) -> str:
+  """The least-squares check as a Markdown section ("" without checks)."""
+  if not checks:
+    return ""
+  fmt = lambda v: MISSING if v is None else f"{v:.4g}"
+  verdict = {True: PASS, False: FAIL, None: "not evaluated at 2d"}
+  lines = ["## Linear regression against least squares", "",
+           f"Rule: every model's error at 2d examples (d: the task's final "
+           f"dims) is within {LSQ_MARGIN:g} of least squares' error there.",
+           "", "| Task | model | x = 2d | e(2d) | least squares | within |",
+           "|---|---|---|---|---|---|"]
+  for c in checks:
+    lines.append(f"| {c['task']} | {c['model']} | {c['x']} | "
+                 f"{fmt(c['error'])} | {fmt(c['least_squares'])} | "
+                 f"{verdict[c['ok']]} |")
+  held = all(c["ok"] for c in checks)
+  lines += ["", "The rule " + ("holds for every model." if held else
+                               "does NOT hold for every model.")]
+  return "\n".join(lines) + "\n"
+
+
 def build_table(results_by_task_model: Any, *, models: Sequence[str] | None
-                = None, criterion: Criterion = Criterion()) -> list[Row]:
+                = None, criterion: Criterion = Criterion(),
+                convergence: Mapping[str, Mapping[str, Mapping[str, Any]]]
+                | None = None) -> list[Row]:
   """Computes the marks of Table 1.
 
   Args:
@@ -149,6 +243,9 @@ def build_table(results_by_task_model: Any, *, models: Sequence[str] | None
       results, grouped with `group_by_task`.
     models: column order (default: order of first appearance).
     criterion: the thresholds.
+    convergence: {task: {model: `Convergence.assess` result}}; a model
+      whose status is not "converged" gets `UNMARKED` and a note. Models
+      absent from it are marked as usual.
 
   Returns:
     One `Row` per task, in input order.
@@ -170,8 +267,9 @@ def build_table(results_by_task_model: Any, *, models: Sequence[str] | None
     metric = next(iter(by_model.values()))["metric"]
     errors = {m: summary_error(r, m, criterion.window)
               for m, r in by_model.items()}
-    trivial, source = _trivial(by_model, metric, criterion.window)
+    trivial, source = _trivial(task, by_model, metric, criterion.window)
     best = min(errors.values())
+    statuses = (convergence or {}).get(task, {})
     cells = {}
     for model in models:
       if model not in errors:
@@ -184,45 +282,78 @@ def build_table(results_by_task_model: Any, *, models: Sequence[str] | None
         mark = GAP
       else:
         mark = PASS
-      cells[model] = Cell(mark, e)
-    rows.append(Row(task, metric, trivial, source, best, cells))
+      note = convergence_lib.mark_text(statuses.get(model))
+      cells[model] = Cell(UNMARKED if note else mark, e, note)
+    rows.append(Row(task, metric, trivial, source, best, cells,
+                    *best_baseline(by_model, criterion.window)))
   return rows
 
 
-def render_markdown(rows: Sequence[Row], criterion: Criterion = Criterion()
-                    ) -> str:
-  """Table 1 and the numbers behind it as Markdown."""
+def _cell_text(cell: Cell, row: Row) -> str:
+  """"mark e (best baseline e_b)" for Table 1."""
+  if cell.error is None:
+    return cell.shown
+  text = f"{cell.shown} {cell.error:.3g}"
+  if row.best_baseline is not None:
+    text += f" ({row.best_baseline} {row.best_baseline_error:.3g})"
+  return text
+
+
+def render_markdown(rows: Sequence[Row], criterion: Criterion = Criterion(),
+                    convergence: convergence_lib.Convergence | None = None,
+                    lsq_checks: Sequence[Mapping[str, Any]] = ()) -> str:
+  """Table 1 and the numbers behind it as Markdown.
+
+  Args:
+    rows: from `build_table`.
+    criterion: the thresholds (stated in the text).
+    convergence: the convergence criterion, stated when given.
+    lsq_checks: from `least_squares_check`, shown when given.
+  """
   models = list(dict.fromkeys(m for row in rows for m in row.cells))
   lines = ["# Table 1: in-context learning, pass / gap / fail", "",
            f"{PASS} learns the task on par with the best model, {GAP} learns "
            f"it with a clear gap, {FAIL} fails. Marks are computed from the "
-           f"stored curves:", "", criterion.describe(), "",
-           "| Task | " + " | ".join(models) + " |",
-           "|---|" + "---|" * len(models)]
+           f"stored curves:", "", criterion.describe(), ""]
+  if convergence is not None:
+    lines += [convergence.describe(), ""]
+  lines += ["Each cell: mark, the model's e, and in parentheses the best "
+            "baseline on the same prompts with its e.", "",
+            "| Task | " + " | ".join(models) + " |",
+            "|---|" + "---|" * len(models)]
   for row in rows:
     lines.append(f"| {row.task} | "
-                 + " | ".join(row.cells[m].mark for m in models) + " |")
+                 + " | ".join(_cell_text(row.cells[m], row) for m in models)
+                 + " |")
   lines += ["", "## Numbers behind the marks", "",
-            "Summary error e per model (mark), trivial error e0 and best e*.",
-            "",
-            "| Task | metric | e0 (source) | e* | "
+            "Summary error e per model (mark), trivial error e0, best model "
+            "e* and best baseline.", "",
+            "| Task | metric | e0 (source) | e* | best baseline | "
             + " | ".join(models) + " |",
-            "|---|---|---|---|" + "---|" * len(models)]
+            "|---|---|---|---|---|" + "---|" * len(models)]
   for row in rows:
     cells = []
     for m in models:
       cell = row.cells[m]
       cells.append(MISSING if cell.error is None
-                   else f"{cell.error:.4g} {cell.mark}")
+                   else f"{cell.error:.4g} {cell.shown}")
+    baseline = (MISSING if row.best_baseline is None else
+                f"{row.best_baseline} {row.best_baseline_error:.4g}")
     lines.append(f"| {row.task} | {row.metric} | {row.trivial:.4g} "
-                 f"({row.trivial_source}) | {row.best:.4g} | "
+                 f"({row.trivial_source}) | {row.best:.4g} | {baseline} | "
                  + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+  text = "\n".join(lines) + "\n"
+  lsq = least_squares_markdown(lsq_checks)
+  return text + ("\n" + lsq if lsq else "")
 
 
 def write_table(results_by_task_model: Any, path: paths.PathLike, *,
                 models: Sequence[str] | None = None,
-                criterion: Criterion = Criterion()) -> str:
+                criterion: Criterion = Criterion(),
+                convergence: Mapping[str, Mapping[str, Mapping[str, Any]]]
+                | None = None,
+                convergence_criterion: convergence_lib.Convergence | None
+                = None) -> str:
   """Computes Table 1, writes it as Markdown to `path`, returns the text.
 
   Args:
@@ -230,12 +361,19 @@ def write_table(results_by_task_model: Any, path: paths.PathLike, *,
     path: output Markdown file, local or gs:// (written atomically).
     models: column order (default: order of first appearance).
     criterion: the thresholds.
+    convergence: per-run convergence (see `build_table`).
+    convergence_criterion: the criterion behind `convergence`, stated.
 
   Returns:
     The Markdown text written.
   """
+  if not isinstance(results_by_task_model, Mapping):
+    results_by_task_model = group_by_task(results_by_task_model)
   rows = build_table(results_by_task_model, models=models,
-                     criterion=criterion)
-  text = render_markdown(rows, criterion)
+                     criterion=criterion, convergence=convergence)
+  lsq = least_squares_check({
+      t: {m: r for m, r in by_model.items() if models is None or m in models}
+      for t, by_model in results_by_task_model.items()})
+  text = render_markdown(rows, criterion, convergence_criterion, lsq)
   paths.write_text(path, text)
   return text
