@@ -3,32 +3,48 @@ r"""Reproduction suites: which (task, model) runs reproduce the paper, and how.
 `python -m ssm_icl.reproduce --suite=SUITE --workdir=DIR` trains and
 evaluates every run of a suite; this file defines the suites:
 
-  paper  the paper's settings (configs/<task>.py at size "paper"): all six
-         families on the six regression tasks, Transformer / Mamba /
-         MambaFormer on sparse parity, CoT-I/O and vector MQAR. Meant for a
-         GPU or TPU (docs/RESULTS.md gives the expected wall time per run).
-  mini   the same nine tasks scaled down (d 4-8, 11-64 examples, D = 32,
-         2000 steps at lr 1e-3 (6000 for the Transformer, see _mini),
-         batch 64) so that the whole suite runs in under 2 hours on a
-         2-core CPU (1 h 45 min projected on an idle machine); the six
-         families on linear regression, the paper's three Table 1 models
-         elsewhere.
-  smoke  every task once with a tiny model (the configs' "tiny" size, 20
-         steps), every family at least once, tiny evaluations: a few minutes
-         on a CPU, for CI.
+  paper      the paper's settings (configs/<task>.py at size "paper"): all
+             six families on the six regression tasks, Transformer / Mamba /
+             MambaFormer on sparse parity, CoT-I/O and vector MQAR. Meant
+             for a GPU or TPU (docs/RESULTS.md gives the wall time per run).
+  mini       the same nine tasks scaled down (d 4-8, 11-64 examples,
+             D = 32) and trained the paper's way: each task's curriculum
+             scaled to the mini sizes (`scaled_curriculum`) and ONE recipe
+             per task for every model (MINI_STEPS, MINI_LR, warm-up and
+             cosine decay), set on the pilot; the six families on linear
+             regression, the paper's three Table 1 models elsewhere.
+  pilot      the mini suite at PILOT_STEPS steps, once per learning rate of
+             PILOT_LRS: the loss curves (loss_curves.png) and the
+             convergence verdicts of its report choose MINI_STEPS / MINI_LR.
+  contrasts  the paper's headline contrasts (CONTRASTS) with the mini
+             settings, once per training seed of CONTRAST_SEEDS; the
+             report (contrasts.md / contrasts.json) claims a contrast only
+             if it holds in every seed.
+  smoke      every task once with a tiny model (the configs' "tiny" size, 10
+             steps), every family at least once, tiny evaluations: a few
+             minutes on a CPU, for CI.
 
 A suite is a ConfigDict:
-  size:     the size argument given to every task config ("family,size").
-  runs:     task -> comma-separated families to train on it.
-  common:   overrides applied to every run's config (nested like the config,
-            e.g. {"train": {"lr": 1e-3}}).
-  tasks:    task -> overrides for that task's runs (task.kwargs may add task
-            fields; the curriculum is replaced as a whole).
-  families: family -> overrides for that family's runs (applied last).
-  eval:     settings of the final ICL-curve evaluation (n_prompts,
-            batch_size, n_bootstrap, seed; baselines: also evaluate the
-            task's baselines).
+  size:      the size argument given to every task config ("family,size").
+  runs:      task -> comma-separated families to train on it.
+  common:    overrides applied to every run's config (nested like the
+             config, e.g. {"train": {"lr": 1e-3}}).
+  tasks:     task -> overrides for that task's runs (task.kwargs may add
+             task fields; the curriculum is replaced as a whole).
+  families:  family -> overrides for that family's runs (applied last).
+  eval:      settings of the final ICL-curve evaluation (n_prompts,
+             batch_size, n_bootstrap, seed; baselines: also evaluate the
+             task's baselines).
+  sweep:     optional, [[key, values], ...]: every run once per
+             combination (as --sweep; a --sweep of the same key replaces
+             it).
+  seeds:     optional, training seeds: a sweep over train.seed.
+  contrasts: optional, [{"task", "better", "worse"}]: claims of the paper
+             checked across the seeds (ssm_icl.reproduce.contrasts).
 """
+
+import importlib
+import math
 
 import ml_collections
 
@@ -41,14 +57,89 @@ REGRESSION = ("linear_regression", "sparse_linear_regression",
               "relu_2nn_regression", "decision_tree",
               "ortho_outlier_regression", "many_outlier_regression")
 OTHERS = ("sparse_parity", "cot_io", "vector_mqar")
-SUITES = ("paper", "mini", "smoke")
+SUITES = ("paper", "mini", "pilot", "contrasts", "smoke")
+
+# ---------------------------------------------------------------- the recipe
+# One recipe per task for every model of the mini suite (never tuned per
+# cell). Set from the earlier mini runs (at constant lr 1e-3 the SSMs had
+# flattened by 2000 steps, the Transformer needed ~6000 to leave its
+# plateau); the pilot (`--suite=pilot`) confirms or replaces them: pick, per
+# task, the lr whose runs all converge (table1.md) with the lowest error,
+# and enough steps that the loss is flat over the last quarter.
+MINI_STEPS = {
+    "linear_regression": 4000,
+    "sparse_linear_regression": 4000,
+    "relu_2nn_regression": 4000,
+    "decision_tree": 4000,
+    "ortho_outlier_regression": 4000,
+    "many_outlier_regression": 4000,
+    "sparse_parity": 4000,
+    "cot_io": 4000,
+    "vector_mqar": 4000,
+}
+MINI_LR = {task: 1e-3 for task in MINI_STEPS}
+# Linear warm-up over this fraction of the steps, then cosine decay to 0.
+WARMUP_FRACTION = 0.05
+# The curriculum reaches its final stage by this fraction of the steps, so
+# the last quarter (the convergence criterion's window) trains at the final
+# size only, with half the run to settle there.
+CURRICULUM_END = 0.5
+# At most this many curriculum stages per part (the paper has 15).
+MAX_STAGES = 8
+# Logged points per run: the convergence criterion smooths over a few of
+# them, so the last quarter needs ~10.
+LOG_POINTS = 40
+# The pilot: every mini run at PILOT_STEPS steps, once per lr.
+PILOT_STEPS = 2000
+PILOT_LRS = (3e-4, 1e-3, 3e-3)
+# The contrasts: Table 1's claims of the paper (docs/PAPER.md §9.1) that
+# the mini suite is expected to show, trained with every seed.
+CONTRAST_SEEDS = (0, 1, 2)
+CONTRASTS = (
+    ("sparse_parity", "mamba", "transformer"),
+    ("sparse_parity", "mambaformer", "transformer"),
+    ("vector_mqar", "transformer", "mamba"),
+    ("vector_mqar", "mambaformer", "mamba"),
+    ("many_outlier_regression", "mamba", "transformer"),
+    ("ortho_outlier_regression", "transformer", "mamba"),
+)
 
 
-def _curriculum(n_dims, n_points):
-  """A constant curriculum (full dims, fixed number of examples)."""
-  return {"dims": {"start": n_dims, "end": n_dims, "inc": 0, "interval": 1},
-          "points": {"start": n_points, "end": n_points, "inc": 0,
-                     "interval": 1}}
+def scaled_curriculum(task, n_dims, n_points, steps):
+  """The paper's curriculum of `task` (configs/<task>.py), scaled down.
+
+  A part (dims, points) that the paper keeps fixed stays at its final value.
+  A part that grows starts at the same fraction of its final value as in the
+  paper (at least 1) and grows in equal increments, in as many stages as
+  the paper's (at most MAX_STAGES and one per unit), reaching its final
+  value by CURRICULUM_END * steps.
+
+  Args:
+    task: the task name.
+    n_dims: final dims (the task's n_dims).
+    n_points: final number of examples.
+    steps: the run's training steps.
+
+  Returns:
+    {"dims": {start, end, inc, interval}, "points": {...}}.
+  """
+  paper = importlib.import_module(f"configs.{task}").get_config(
+      "transformer,paper").task.curriculum
+  out = {}
+  for part, final in (("dims", n_dims), ("points", n_points)):
+    p = paper[part]
+    start = final
+    if p.end > p.start:
+      start = max(1, min(final, round(final * p.start / p.end)))
+    stages = min(math.ceil((p.end - p.start) / p.inc) if p.inc else 0,
+                 final - start, MAX_STAGES)
+    if stages == 0:
+      out[part] = {"start": final, "end": final, "inc": 0, "interval": 1}
+      continue
+    out[part] = {"start": start, "end": final,
+                 "inc": math.ceil((final - start) / stages),
+                 "interval": max(1, int(CURRICULUM_END * steps) // stages)}
+  return out
 
 
 def _paper():
@@ -63,76 +154,96 @@ def _paper():
   return suite
 
 
-def _mini():
-  """The scaled-down suite; every choice is explained in docs/RESULTS.md."""
+# The mini sizes: task fields, final number of examples, other overrides.
+_MINI_TASKS = {
+    "linear_regression": ({"n_dims": 5}, 11, {}),
+    "sparse_linear_regression": ({"n_dims": 8, "k": 2}, 11, {}),
+    "relu_2nn_regression": ({"n_dims": 4, "hidden": 8}, 21, {}),
+    "decision_tree": ({"n_dims": 4, "depth": 2}, 21, {}),
+    "ortho_outlier_regression": ({"n_dims": 4, "prob": 0.5}, 21, {}),
+    # ~90% outliers in a long prompt: about 6 clean examples out of 64
+    # (128 tokens), the regime where the paper's Transformer falls behind.
+    # Only 128 tokens: no need for the reference's 2048-row table; half the
+    # batch keeps its tokens per step (and CPU time) near the other tasks'
+    # despite the 3x longer prompts.
+    "many_outlier_regression": ({"n_dims": 4, "prob": 0.9}, 64,
+                                {"model": {"n_positions": 128},
+                                 "train": {"batch_size": 32}}),
+    "sparse_parity": ({"n_dims": 6, "k": 2}, 24, {}),
+    "cot_io": ({"n_dims": 4, "hidden": 4}, 11, {}),
+    "vector_mqar": ({"n_dims": 8, "n_pairs": 16}, 16, {}),
+}
+
+
+def _mini(steps=None, lrs=None):
+  """The scaled-down suite (module docstring; docs/RESULTS.md).
+
+  Args:
+    steps: task -> steps (default MINI_STEPS).
+    lrs: task -> peak lr (default MINI_LR).
+  """
+  steps = steps or MINI_STEPS
+  lrs = lrs or MINI_LR
   suite = ml_collections.ConfigDict()
   # "small" keeps the paper's schedule shape; everything that matters for
   # speed is overridden below.
   suite.size = "small"
   suite.runs = {t: TABLE1 for t in REGRESSION + OTHERS}
   suite.runs["linear_regression"] = ALL
-  steps = 2000
   suite.common = {
-      "train": {"steps": steps, "batch_size": 64, "lr": 1e-3,
-                "log_every": 100, "eval_every": steps, "eval_prompts": 128},
-      # Two checkpoints per run, so a killed suite loses < steps / 2.
-      "ckpt": {"every": steps // 2, "max_to_keep": 1},
+      "train": {"batch_size": 64, "lr_schedule": "cosine",
+                "eval_prompts": 128},
       "model": {"d_model": 32, "n_head": 4},
   }
-  # Fixed d and number of examples: a 2000-step run has no room for the
-  # paper's curriculum (whose first stage is d = 5, 11 points anyway).
-  suite.tasks = {
-      "linear_regression": {
-          "task": {"kwargs": {"n_dims": 5},
-                   "curriculum": _curriculum(5, 11)}},
-      "sparse_linear_regression": {
-          "task": {"kwargs": {"n_dims": 8, "k": 2},
-                   "curriculum": _curriculum(8, 11)}},
-      "relu_2nn_regression": {
-          "task": {"kwargs": {"n_dims": 4, "hidden": 8},
-                   "curriculum": _curriculum(4, 21)}},
-      "decision_tree": {
-          "task": {"kwargs": {"n_dims": 4, "depth": 2},
-                   "curriculum": _curriculum(4, 21)}},
-      "ortho_outlier_regression": {
-          "task": {"kwargs": {"n_dims": 4, "prob": 0.5},
-                   "curriculum": _curriculum(4, 21)}},
-      # ~90% outliers in a long prompt: about 6 clean examples out of 64
-      # (128 tokens), the regime where the paper's Transformer falls behind.
-      "many_outlier_regression": {
-          "task": {"kwargs": {"n_dims": 4, "prob": 0.9},
-                   "curriculum": _curriculum(4, 64)},
-          # Only 128 tokens: no need for the reference's 2048-row table.
-          "model": {"n_positions": 128},
-          # Half the batch keeps its tokens per step (and CPU time) near
-          # the other tasks' despite the 3x longer prompts.
-          "train": {"batch_size": 32}},
-      "sparse_parity": {
-          "task": {"kwargs": {"n_dims": 6, "k": 2},
-                   "curriculum": _curriculum(6, 24)}},
-      "cot_io": {
-          "task": {"kwargs": {"n_dims": 4, "hidden": 4},
-                   "curriculum": _curriculum(4, 11)}},
-      "vector_mqar": {
-          "task": {"kwargs": {"n_dims": 8, "n_pairs": 16},
-                   "curriculum": _curriculum(8, 16)}},
-  }
+  suite.tasks = {}
+  for task, (kwargs, n_points, extra) in _MINI_TASKS.items():
+    n = steps[task]
+    overrides = {
+        "task": {"kwargs": kwargs, "curriculum": scaled_curriculum(
+            task, kwargs["n_dims"], n_points, n)},
+        "train": {"steps": n, "lr": lrs[task],
+                  "warmup_steps": int(WARMUP_FRACTION * n),
+                  "log_every": max(1, n // LOG_POINTS), "eval_every": n,
+                  **extra.get("train", {})},
+        # Two checkpoints per run, so a killed suite loses < steps / 2.
+        "ckpt": {"every": max(1, n // 2), "max_to_keep": 1},
+    }
+    if "model" in extra:
+      overrides["model"] = extra["model"]
+    suite.tasks[task] = overrides
   # The paper's depth ratio: a GPT-2 layer (attention + MLP) is two blocks,
   # so 2 Transformer layers face 4 Mamba-family blocks.
   suite.families = {f: {"model": {"n_layer": 2 if f == "transformer" else 4}}
                     for f in FAMILIES}
-  # The Transformer gets 3x the steps: at 2000 steps it was still on its way
-  # out of the loss plateau that attention models show early in ICL training
-  # (its loss fell fastest over the last 1000 steps), while the SSMs had
-  # flattened out. Its step is the cheapest on a CPU (~5x faster than
-  # Mamba's), so it still costs the least wall time; its training FLOPs are
-  # ~1.8x Mamba's (flops.png shows every run at its FLOPs).
-  t_steps = 3 * steps
-  suite.families["transformer"].update(
-      train={"steps": t_steps, "eval_every": t_steps},
-      ckpt={"every": t_steps // 2})
   suite.eval = {"n_prompts": 256, "batch_size": 64, "n_bootstrap": 200,
                 "seed": 0, "baselines": True}
+  return suite
+
+
+def _pilot():
+  """The mini suite, shorter, once per lr of PILOT_LRS."""
+  suite = _mini(steps={t: PILOT_STEPS for t in MINI_STEPS})
+  suite.runs = {t: TABLE1 for t in REGRESSION + OTHERS}
+  suite.sweep = [["train.lr", list(PILOT_LRS)]]
+  # The curves only rank the lrs: fewer prompts, fewer resamples.
+  suite.eval.update(n_prompts=128, n_bootstrap=50)
+  return suite
+
+
+def _contrasts():
+  """The mini settings on the contrasts' tasks and models, every seed."""
+  suite = _mini()
+  runs = {}
+  for task, better, worse in CONTRASTS:
+    runs.setdefault(task, [])
+    runs[task] += [m for m in (better, worse) if m not in runs[task]]
+  # Table 1's model order within each task.
+  order = TABLE1.split(",")
+  suite.runs = {t: ",".join(sorted(ms, key=order.index))
+                for t, ms in runs.items()}
+  suite.seeds = list(CONTRAST_SEEDS)
+  suite.contrasts = [{"task": t, "better": b, "worse": w}
+                     for t, b, w in CONTRASTS]
   return suite
 
 
@@ -161,8 +272,9 @@ def _smoke():
 
 
 def get_config(arg=None):
-  """The suite named `arg` ("paper", "mini" or "smoke")."""
-  builders = {"paper": _paper, "mini": _mini, "smoke": _smoke}
+  """The suite named `arg` (one of SUITES)."""
+  builders = {"paper": _paper, "mini": _mini, "pilot": _pilot,
+              "contrasts": _contrasts, "smoke": _smoke}
   if arg not in builders:
     raise errors.UserError(
         f"configs/suites.py: unknown suite {arg!r}; expected one "

@@ -1,16 +1,32 @@
 r"""Reproduces the paper: trains, evaluates and tabulates a whole suite.
 
   python -m ssm_icl.reproduce --suite=smoke --workdir=workdirs/smoke  # minutes
+  python -m ssm_icl.reproduce --suite=pilot --workdir=workdirs/pilot  # recipe
   python -m ssm_icl.reproduce --suite=mini --workdir=workdirs/mini  # ~1 h CPU
+  python -m ssm_icl.reproduce --suite=contrasts --workdir=workdirs/contrasts
   python -m ssm_icl.reproduce --suite=paper --workdir=workdirs/paper  # GPU/TPU
   python -m ssm_icl.reproduce --suite=paper --workdir=gs://bucket/paper  # pods
 
 Trains every (task, model) run of the suite (configs/suites.py) into
 DIR/<task>/<model>/, evaluates it and the task's baselines on the same
 prompts, and writes DIR/table.md, table1.md, comparison.md, curves.png,
-flops.png and summary.json. Stop it with Ctrl-C or SIGTERM at any time; the
+flops.png, loss_curves.png and summary.json (contrasts.md / .json for the
+seeded `contrasts` suite). Stop it with Ctrl-C or SIGTERM at any time; the
 same command resumes it (finished runs are skipped, an interrupted run
 continues from the step where it stopped).
+
+Each finished run leaves DIR/<task>/<model>/run_summary.json (a few kB:
+its curve, training-loss log and convergence verdict). Those files and each
+task's DIR/<task>/baselines.json are all that --report_only reads, so a
+directory holding only them (e.g. committed under docs/results/mini)
+regenerates the tables and figures:
+
+  python -m ssm_icl.reproduce --suite=mini --workdir=docs/results/mini \
+      --report_only --figures_dir=docs/figures
+
+The pilot trains every mini run briefly at each lr of configs/suites.py's
+PILOT_LRS; its table1.md (convergence per run) and loss_curves.png choose
+MINI_STEPS and MINI_LR, one recipe per task for all models.
 
 Options:
   --sweep model.d_model=64,128,256   repeat every run for each value (the
@@ -35,8 +51,9 @@ from ssm_icl import cli
 from ssm_icl import compile_cache
 from ssm_icl import paths
 
-_SUITE = flags.DEFINE_enum("suite", None, ["paper", "mini", "smoke"],
-                           "Suite of configs/suites.py.")
+_SUITE = flags.DEFINE_enum(
+    "suite", None, ["paper", "mini", "pilot", "contrasts", "smoke"],
+    "Suite of configs/suites.py.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Suite directory, local or gs://bucket/path; an "
     "existing one is resumed.")
@@ -105,7 +122,8 @@ def main(argv):
                               tasks=_TASKS.value, families=_MODELS.value)
     runs = result.runs
   summary = outputs.write_outputs(workdir, runs, suite.name,
-                                  figures_dir=_FIGURES_DIR.value)
+                                  figures_dir=_FIGURES_DIR.value,
+                                  contrasts=suite.get("contrasts"))
   if summary["runs"]:
     table = workdir / "table1.md"
     print((table if table.exists() else workdir / "table.md").read_text())

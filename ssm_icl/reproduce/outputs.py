@@ -1,7 +1,8 @@
 """The outputs of a suite: merged curves, figures, Table 1, paper comparison.
 
-From the finished runs in a suite's workdir (their DONE markers and
-eval/results.json) and the baselines of each task, `write_outputs` writes:
+From the finished runs' summaries (`summaries`: run_summary.json, built
+from DONE.json, eval/results.json and metrics.jsonl where missing) and the
+baselines of each task, `write_outputs` writes:
 
   <group>/results.json, <group>/curves.png|svg  models and baselines
   curves.png|svg          all tasks in one grid
@@ -13,7 +14,14 @@ eval/results.json) and the baselines of each task, `write_outputs` writes:
   flops.png|svg           final error against analytic training FLOPs, one
                           line per family (points: sweep values), the
                           paper's matched-FLOPs view
-  summary.json            per run: steps, params, FLOPs, wall times, error
+  loss_curves.png|svg     smoothed training loss of every run, with its
+                          convergence verdict (`ssm_icl.eval.convergence`)
+  contrasts.md|json       for a suite with `contrasts`: every seed, the
+                          spread and the verdicts (`contrasts`)
+  summary.json            per run: steps, params, FLOPs, wall times, error,
+                          convergence
+
+Marks go only to converged runs: the others show their verdict instead.
 """
 
 from __future__ import annotations
@@ -31,8 +39,11 @@ from ssm_icl import paths
 from ssm_icl.eval import icl_curves
 from ssm_icl.eval import plots
 from ssm_icl.eval import report
+from ssm_icl.reproduce import contrasts as contrasts_lib
 from ssm_icl.reproduce import plan as plan_lib
 from ssm_icl.reproduce import runner
+from ssm_icl.reproduce import summaries
+from ssm_icl.train import metrics as metrics_lib
 
 # The paper's Table 1 (docs/PAPER.md §9.1; cell symbols from recollection
 # of the paper, see there).
@@ -59,25 +70,47 @@ def paper_mark(task: str, family: str) -> str | None:
   return PAPER_TABLE1[task][PAPER_MODELS.index(family)]
 
 
+def load_summary(workdir: paths.PathLike, run: plan_lib.Run
+                 ) -> dict[str, Any] | None:
+  """The run's summary, built and written from its files if missing.
+
+  Returns:
+    The summary (`summaries`), or None if the run has not finished.
+  """
+  run_dir = epath.Path(workdir) / run.relpath
+  summary = summaries.read_summary(run_dir)
+  if summary is not None:
+    return summary
+  marker_path = run_dir / runner.MARKER
+  if not marker_path.exists():
+    return None
+  summary = summaries.make_summary(
+      run, runner.read_json(marker_path),
+      icl_curves.load_results(run_dir / runner.RESULTS),
+      metrics_lib.read_metrics(run_dir))
+  summaries.write_summary(run_dir, summary)
+  return summary
+
+
 def collect(workdir: paths.PathLike, runs: Sequence[plan_lib.Run]
             ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-  """Merged results per group and the markers of the finished runs.
+  """Merged results per group and the summaries of the finished runs.
 
   Returns:
     ({group: results with every finished model's curve and the baselines},
-    [marker + {"relpath"} for each finished run, in plan order]).
+    [summary of each finished run, in plan order, with its convergence
+    recomputed by the current criterion]).
   """
   workdir = epath.Path(workdir)
   merged: dict[str, dict[str, Any]] = {}
   finished = []
   for run in runs:
-    run_dir = workdir / run.relpath
-    marker_path = run_dir / runner.MARKER
-    if not marker_path.exists():
+    summary = load_summary(workdir, run)
+    if summary is None:
       continue
-    marker = runner.read_json(marker_path)
-    results = icl_curves.load_results(run_dir / runner.RESULTS)
-    finished.append({"relpath": run.relpath, **marker})
+    summary["convergence"] = summaries.assess(summary)
+    results = summary["results"]
+    finished.append(summary)
     if run.group not in merged:
       merged[run.group] = copy.deepcopy(results)
       merged[run.group]["curves"] = {}
@@ -105,7 +138,7 @@ def comparison_markdown(rows: Sequence[report.Row]) -> str:
            "Marks as defined in table1.md.", "",
            "| Task | " + " | ".join(PAPER_MODELS) + " |",
            "|---|" + "---|" * len(PAPER_MODELS)]
-  disagreements = []
+  disagreements, unmarked = [], []
   for row in rows:
     cells = []
     for family in PAPER_MODELS:
@@ -113,8 +146,10 @@ def comparison_markdown(rows: Sequence[report.Row]) -> str:
       measured = report.MISSING if cell is None else cell.mark
       paper = paper_mark(row.task.split("@")[0], family) or report.MISSING
       cells.append(f"{measured} / {paper}")
-      if (measured != report.MISSING and paper != report.MISSING
-          and measured != paper):
+      if measured == report.UNMARKED:
+        unmarked.append(f"- {row.task}, {family}: {cell.note}.")
+      elif (measured != report.MISSING and paper != report.MISSING
+            and measured != paper):
         disagreements.append(
             f"- {row.task}, {family}: measured {measured} (e = "
             f"{cell.error:.4g}, best {row.best:.4g}, trivial "
@@ -122,6 +157,9 @@ def comparison_markdown(rows: Sequence[report.Row]) -> str:
     lines.append(f"| {row.task} | " + " | ".join(cells) + " |")
   lines += ["", f"## Disagreements ({len(disagreements)})", ""]
   lines += disagreements or ["None."]
+  if unmarked:
+    lines += ["", f"## Not marked: the run has not converged "
+              f"({len(unmarked)})", "", *unmarked]
   return "\n".join(lines) + "\n"
 
 
@@ -169,7 +207,8 @@ def plot_flops(points: Sequence[Mapping[str, Any]],
 
 
 def write_outputs(workdir: paths.PathLike, runs: Sequence[plan_lib.Run],
-                  suite_name: str = "", *, figures_dir: str | None = None
+                  suite_name: str = "", *, figures_dir: str | None = None,
+                  contrasts: Sequence[Mapping[str, str]] | None = None
                   ) -> dict[str, Any]:
   """Writes the merged curves, figures, tables and summary of a suite.
 
@@ -178,7 +217,10 @@ def write_outputs(workdir: paths.PathLike, runs: Sequence[plan_lib.Run],
     runs: the planned runs (only finished ones are reported).
     suite_name: for titles.
     figures_dir: if set, also write small PNGs there for the docs:
-      <suite>_curves.png (every task) and <suite>_flops.png.
+      <suite>_curves.png (every task), <suite>_flops.png and
+      <suite>_loss_curves.png.
+    contrasts: [{"task", "better", "worse"}] to judge across the runs'
+      seeds (contrasts.md, contrasts.json).
 
   Returns:
     The summary dict written to summary.json (empty "runs" when nothing has
@@ -198,29 +240,42 @@ def write_outputs(workdir: paths.PathLike, runs: Sequence[plan_lib.Run],
   plots.plot_grid(list(merged.values()), workdir / "curves")
   by_task = {g: {m["label"]: merged[g] for m in finished if m["group"] == g}
              for g in merged}
-  report.write_table(by_task, workdir / "table.md", models=labels)
+  status = {g: {m["label"]: m["convergence"] for m in finished
+                if m["group"] == g} for g in merged}
+  table_args = {"convergence": status,
+                "convergence_criterion": summaries.CRITERION}
+  report.write_table(by_task, workdir / "table.md", models=labels,
+                     **table_args)
   paper_only = {g: {m: r for m, r in by_model.items() if m in PAPER_MODELS}
                 for g, by_model in by_task.items()}
   paper_only = {g: v for g, v in paper_only.items() if v}
   if paper_only:
     report.write_table(paper_only, workdir / "table1.md",
-                       models=[m for m in PAPER_MODELS if m in labels])
-    rows = report.build_table(paper_only, models=list(PAPER_MODELS))
+                       models=[m for m in PAPER_MODELS if m in labels],
+                       **table_args)
+    rows = report.build_table(paper_only, models=list(PAPER_MODELS),
+                              convergence=status)
     paths.write_text(workdir / "comparison.md", comparison_markdown(rows))
-  points = []
   for m in finished:
     m["error"] = report.summary_error(merged[m["group"]], m["label"])
-    points.append(m)
-  plot_flops(points, workdir / "flops")
+  plot_flops(finished, workdir / "flops")
+  summaries.plot_losses(finished, workdir / "loss_curves")
   if figures_dir:
     small = {"dpi": 60, "svg": False, "palette_colors": _DOCS_COLORS}
     figures = epath.Path(figures_dir)
     plots.plot_grid(list(merged.values()),
                     figures / f"{suite_name}_curves", **small)
-    plot_flops(points, figures / f"{suite_name}_flops", **small)
+    plot_flops(finished, figures / f"{suite_name}_flops", **small)
+    summaries.plot_losses(finished, figures / f"{suite_name}_loss_curves",
+                          **small)
+  if contrasts:
+    seeds = sorted({int(r.config.train.seed) for r in runs})
+    contrasts_lib.write(workdir, contrasts_lib.build(contrasts, finished,
+                                                     seeds))
   summary["train_wall_s"] = sum(m["train_wall_s"] for m in finished)
   summary["eval_wall_s"] = sum(m["eval_wall_s"] for m in finished)
-  for m in finished:
-    m.pop("config", None)
+  summary["runs"] = [{k: v for k, v in m.items()
+                      if k not in ("results", "train_loss")}
+                     for m in finished]
   runner.write_json(workdir / "summary.json", summary)
   return summary

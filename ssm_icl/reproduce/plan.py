@@ -183,6 +183,22 @@ def _fit_positions(config: ml_collections.ConfigDict) -> None:
     config.model.n_positions = tokens
 
 
+def suite_sweep(suite: ml_collections.ConfigDict,
+                sweep: Sequence[tuple[str, list[Any]]] = ()
+                ) -> list[tuple[str, list[Any]]]:
+  """The suite's own sweep and seeds, then `sweep` (which wins per key).
+
+  A suite's `sweep` ([[key, values], ...]) and `seeds` (a sweep over
+  train.seed) repeat its runs like --sweep; a --sweep of the same key
+  replaces the suite's values.
+  """
+  own = [(str(k), list(v)) for k, v in (suite.get("sweep") or [])]
+  if suite.get("seeds"):
+    own.append(("train.seed", [int(s) for s in suite.seeds]))
+  given = {k for k, _ in sweep}
+  return [(k, v) for k, v in own if k not in given] + list(sweep)
+
+
 def _label(base: str, sweep: Sequence[tuple[str, Any]]) -> str:
   if not sweep:
     return base
@@ -197,7 +213,8 @@ def plan_runs(suite: ml_collections.ConfigDict, *,
 
   Args:
     suite: a suite from configs/suites.py.
-    sweep: from `parse_sweep`; every run is repeated for every combination.
+    sweep: from `parse_sweep`; every run is repeated for every combination,
+      with the suite's own sweep and seeds (`suite_sweep`).
     tasks: keep only these tasks (None: all).
     families: keep only these families (None: all).
 
@@ -222,6 +239,7 @@ def plan_runs(suite: ml_collections.ConfigDict, *,
       raise errors.UserError(f"Unknown {name}(s) {unknown} for suite "
                              f"{suite.name!r}; it has {known}.")
   runs = []
+  sweep = suite_sweep(suite, sweep)
   combos = list(itertools.product(*[[(k, v) for v in values]
                                     for k, values in sweep]))
   for task in known_tasks:

@@ -9,8 +9,9 @@ For every run of the plan (`plan.plan_runs`), in order:
      saves the current step before it stops);
   3. evaluate the final parameters on the suite's fixed evaluation prompts
      (`ssm_icl.eval.evaluate`) into `<run dir>/eval/results.json`;
-  4. write `DONE.json` (atomically, only now; on GCS only if absent), then
-     the task's baselines
+  4. write `DONE.json` (atomically, only now; on GCS only if absent) and
+     the run's small summary (`summaries`, run_summary.json), then the
+     task's baselines
      (`<group>/baselines.json`, once per task, on the same prompts).
 Each training session of a run is appended to `<run dir>/sessions.jsonl`
 (start and end step, wall time), so the steps trained across restarts can
@@ -38,6 +39,7 @@ from ssm_icl import paths
 from ssm_icl.eval import icl_curves
 from ssm_icl.eval import report
 from ssm_icl.reproduce import plan as plan_lib
+from ssm_icl.reproduce import summaries
 from ssm_icl.train import checkpoint as ckpt_lib
 from ssm_icl.train import loop
 from ssm_icl.train import metrics as metrics_lib
@@ -297,13 +299,16 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
             "final_train_loss": result.last_metrics.get("train/loss"),
             **cost}
         write_marker(run_dir / MARKER, markers[i])
+        summary = summaries.make_summary(run, markers[i], results,
+                                         metrics_lib.read_metrics(run_dir))
+        summaries.write_summary(run_dir, summary)
         done_work += cost["train_flops"]
         remaining -= cost["train_flops"]
         error = report.summary_error(results, run.label)
         eval_s = markers[i]["eval_wall_s"]
         out(f"{tag} done: trained {metrics_lib.format_duration(train_s)}, "
             f"evaluated {metrics_lib.format_duration(eval_s)}; final-half "
-            f"error {error:.4g}")
+            f"error {error:.4g}; {summary['convergence']['status']}")
       else:
         out(f"{tag} finished earlier; skipped.")
       done.append(run.relpath)
