@@ -59,8 +59,12 @@ class MiniSuiteTest(parameterized.TestCase):
     _, curriculum, _, _ = loop.build(run.config)
     self.assertEqual(curriculum.final_step, 0)
 
-  def test_every_first_stage_samples(self):
-    for run in _runs("mini", families=["mamba"]):
+  def test_the_smallest_first_stages_sample(self):
+    # The first stages at the edge: d = k = 2 for sparse regression, d = 1
+    # and 2 examples for the outliers, d = 1 for the trees.
+    for run in _runs("mini", families=["mamba"], tasks=[
+        "sparse_linear_regression", "many_outlier_regression",
+        "decision_tree"]):
       task, curriculum, _, _ = loop.build(run.config)
       dims, points = curriculum.at(0)
       prompt = task.sample(jax.random.key(0), 2, points, dims)
