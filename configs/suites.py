@@ -64,7 +64,7 @@ SUITES = ("paper", "mini", "pilot", "contrasts", "smoke")
 # cell). Set from the earlier mini runs (at constant lr 1e-3 the SSMs had
 # flattened by 2000 steps, the Transformer needed ~6000 to leave its
 # plateau); the pilot (`--suite=pilot`) confirms or replaces them: pick, per
-# task, the lr whose runs all converge (table1.md) with the lowest error,
+# task, the lr whose runs all converge (table.md) with the lowest error,
 # and enough steps that the loss is flat over the last quarter.
 MINI_STEPS = {
     "linear_regression": 4000,

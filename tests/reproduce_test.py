@@ -26,6 +26,7 @@ from ssm_icl.reproduce import estimate
 from ssm_icl.reproduce import outputs
 from ssm_icl.reproduce import plan as plan_lib
 from ssm_icl.reproduce import runner
+from ssm_icl.reproduce import summaries
 from ssm_icl.train import loop
 from ssm_icl.train import metrics
 
@@ -288,12 +289,15 @@ class SmokeSuiteTest(absltest.TestCase):
     for task in TASKS:
       self.assertIn(f"| {task} |", table)
     for name in ("table1.md", "comparison.md", "curves.png", "flops.png",
-                 "summary.json", "plan.json"):
+                 "loss_curves.png", "summary.json", "plan.json"):
       self.assertTrue(os.path.exists(os.path.join(self.workdir, name)), name)
     self.assertCountEqual(os.listdir(self.figures),
-                          ["smoke_curves.png", "smoke_flops.png"])
+                          ["smoke_curves.png", "smoke_flops.png",
+                           "smoke_loss_curves.png"])
     for run in runs:
       run_dir = os.path.join(self.workdir, run.relpath)
+      self.assertTrue(os.path.exists(os.path.join(run_dir,
+                                                  summaries.SUMMARY)))
       sessions = runner.read_sessions(run_dir)
       self.assertEqual([(s["start_step"], s["end_step"]) for s in sessions],
                        [(0, 10)], msg=run.relpath)

@@ -25,7 +25,7 @@ regenerates the tables and figures:
       --report_only --figures_dir=docs/figures
 
 The pilot trains every mini run briefly at each lr of configs/suites.py's
-PILOT_LRS; its table1.md (convergence per run) and loss_curves.png choose
+PILOT_LRS; its table.md (convergence per run) and loss_curves.png choose
 MINI_STEPS and MINI_LR, one recipe per task for all models.
 
 Options:

@@ -5,11 +5,9 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
+from configs import suites
 from ssm_icl.reproduce import plan as plan_lib
 from ssm_icl.train import loop
-
-plan_lib.import_configs()
-from configs import suites  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _runs(name, **kwargs):
