@@ -69,7 +69,8 @@ class ModelConfigTest(parameterized.TestCase):
     cfg = ModelConfig(family="hybrid", d_model=32, n_layer=3,
                       param_dtype="bfloat16", dt_rank=5)
     s = cfg.block_settings()
-    self.assertEqual((s.d_model, s.n_layer, s.dt_rank), (32, 3, 5))
+    self.assertEqual((s.d_model, s.n_layer, s.mixers.mamba.dt_rank),
+                     (32, 3, 5))
     self.assertIs(s.param_dtype, jnp.bfloat16)
     self.assertEqual(s.init_style, "mamba")
     self.assertEqual(cfg.resolved_dt_rank, 5)

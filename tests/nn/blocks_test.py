@@ -12,8 +12,9 @@ from ssm_icl.nn import blocks
 from ssm_icl.nn import layers
 
 _D = 16
-_SETTINGS = blocks.BlockSettings(d_model=_D, n_head=2, d_state=4,
-                                 s4_mamba_dropout=0.0)
+_SETTINGS = blocks.BlockSettings(
+    d_model=_D, mixers=blocks.MixerConfigs().replace_flat(
+        dict(n_head=2, d_state=4, s4_mamba_dropout=0.0)))
 
 
 class RegistryTest(absltest.TestCase):
@@ -24,7 +25,7 @@ class RegistryTest(absltest.TestCase):
 
   def test_unknown_block_lists_valid_names(self):
     with self.assertRaisesRegex(
-        ValueError, r"'lstm'.*\['attn', 'mamba', 'mlp', 's4_mamba', 's4d'\]"):
+        ValueError, r"'lstm'.*\['mamba', 'attn', 'mlp', 's4d', 's4_mamba'\]"):
       blocks.get_block("lstm")
 
 

@@ -93,7 +93,8 @@ class MLPTest(parameterized.TestCase):
 
   def test_matches_numpy_gelu_new(self):
     x = jax.random.normal(jax.random.key(1), (2, 3, 8))
-    mlp = layers.MLP(d_model=8, mlp_ratio=4, init_style=inits.STYLE_MAMBA)
+    mlp = layers.MLP(d_model=8, config=layers.MlpConfig(mlp_ratio=4),
+                     init_style=inits.STYLE_MAMBA)
     variables, p = _init(mlp, x)
     h = np.asarray(x) @ p["c_fc"]["kernel"] + p["c_fc"]["bias"]
     want = _gelu_tanh(h) @ p["c_proj"]["kernel"] + p["c_proj"]["bias"]

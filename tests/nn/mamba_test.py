@@ -13,6 +13,7 @@ from ssm_icl.nn import axes
 from ssm_icl.nn import mamba
 
 _D_MODEL = 16
+_STATE4 = mamba.MambaConfig(d_state=4)
 
 
 def _silu(x):
@@ -72,8 +73,9 @@ class MambaMixerTest(parameterized.TestCase):
                                   ("pallas", "pallas"))  # interpret on CPU
   def test_matches_per_step_recomputation(self, scan_impl):
     h = jax.random.normal(jax.random.key(1), (2, 9, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4, scan_impl=scan_impl,
-                             chunk_size=4)
+    mixer = mamba.MambaMixer(
+        d_model=_D_MODEL,
+        config=mamba.MambaConfig(d_state=4, scan_impl=scan_impl, chunk_size=4))
     variables, p = _init(mixer, h)
     # Perturb the init so A_log and D are not constants.
     p = jax.tree.map(
@@ -149,7 +151,7 @@ class MambaMixerTest(parameterized.TestCase):
 
   def test_bfloat16_compute_keeps_ssm_params_float32(self):
     h = jax.random.normal(jax.random.key(1), (2, 5, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4,
+    mixer = mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4,
                              dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     variables, p = _init(mixer, h)
     self.assertEqual(p["in_proj"]["kernel"].dtype, jnp.bfloat16)
@@ -158,14 +160,14 @@ class MambaMixerTest(parameterized.TestCase):
     y = _apply(mixer, variables, h)
     self.assertEqual(y.dtype, jnp.bfloat16)
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p)
-    want = _apply(mamba.MambaMixer(d_model=_D_MODEL, d_state=4),
+    want = _apply(mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4),
                   {"params": p32}, h)
     np.testing.assert_allclose(y.astype(jnp.float32), want, rtol=0.1,
                                atol=0.05)
 
   def test_is_causal(self):
     h = jax.random.normal(jax.random.key(1), (1, 8, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4)
+    mixer = mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4)
     variables, _ = _init(mixer, h)
     y = _apply(mixer, variables, h)
     y2 = _apply(mixer, variables, h.at[:, 4].set(3.0))
@@ -186,7 +188,7 @@ class MambaMixerTest(parameterized.TestCase):
 
   def test_cache_continues_the_sequence(self):
     h = jax.random.normal(jax.random.key(1), (2, 7, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4)
+    mixer = mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4)
     variables, _ = _init(mixer, h)
     want = _apply(mixer, variables, h)
     cache = mixer.init_cache(2, max_len=7)

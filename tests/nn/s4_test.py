@@ -55,7 +55,7 @@ class S4DMixerTest(parameterized.TestCase):
 
   def test_matches_numpy(self):
     x = jax.random.normal(jax.random.key(1), (2, 7, _D))
-    mixer = s4.S4DMixer(d_model=_D, d_state=4)
+    mixer = s4.S4DMixer(d_model=_D, config=s4.S4Config(d_state=4))
     _, p = _init(mixer, x)
     p64, x64 = _as64(p), np.asarray(x, np.float64)
     y = _s4d_conv(p64, x64)
@@ -66,7 +66,7 @@ class S4DMixerTest(parameterized.TestCase):
                                rtol=1e-4, atol=1e-5)
 
   def test_params_init_and_axes(self):
-    mixer = s4.S4DMixer(d_model=_D, d_state=16)
+    mixer = s4.S4DMixer(d_model=_D, config=s4.S4Config(d_state=16))
     variables, p = _init(mixer, jnp.zeros((1, 4, _D)))
     shapes = jax.tree.map(lambda a: a.shape, p)
     self.assertEqual(shapes, {
@@ -95,7 +95,7 @@ class S4DMixerTest(parameterized.TestCase):
 
   def test_is_causal(self):
     x = jax.random.normal(jax.random.key(1), (1, 8, _D))
-    mixer = s4.S4DMixer(d_model=_D, d_state=4)
+    mixer = s4.S4DMixer(d_model=_D, config=s4.S4Config(d_state=4))
     variables, _ = _init(mixer, x)
     y = _apply(mixer, variables, x)
     y2 = _apply(mixer, variables, x.at[:, 5].set(4.0))
@@ -107,7 +107,8 @@ class S4MambaMixerTest(parameterized.TestCase):
 
   def test_matches_numpy_in_eval_mode(self):
     x = jax.random.normal(jax.random.key(1), (2, 7, _D))
-    mixer = s4.S4MambaMixer(d_model=_D, d_state=4, n_layer=2)
+    mixer = s4.S4MambaMixer(d_model=_D, config=s4.S4Config(d_state=4),
+                            n_layer=2)
     _, p = _init(mixer, x)
     p64, x64 = _as64(p), np.asarray(x, np.float64)
     xz = x64 @ p64["in_proj"]["kernel"]
@@ -127,7 +128,8 @@ class S4MambaMixerTest(parameterized.TestCase):
 
   def test_dropout_only_in_training_and_tied_over_time(self):
     x = jax.random.normal(jax.random.key(1), (2, 6, _D))
-    mixer = s4.S4MambaMixer(d_model=_D, d_state=4, dropout=0.5)
+    mixer = s4.S4MambaMixer(
+        d_model=_D, config=s4.S4Config(d_state=4, s4_mamba_dropout=0.5))
     variables, _ = _init(mixer, x)
 
     def run(deterministic, seed=0):
@@ -155,7 +157,7 @@ class S4MambaMixerTest(parameterized.TestCase):
 
   def test_is_causal(self):
     x = jax.random.normal(jax.random.key(1), (1, 8, _D))
-    mixer = s4.S4MambaMixer(d_model=_D, d_state=4)
+    mixer = s4.S4MambaMixer(d_model=_D, config=s4.S4Config(d_state=4))
     variables, _ = _init(mixer, x)
     y = _apply(mixer, variables, x)
     y2 = _apply(mixer, variables, x.at[:, 5].set(4.0))
