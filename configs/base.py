@@ -30,7 +30,9 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
 
   # ------------------------------------------------------------------ model
-  # Fields of ssm_icl.models.ModelConfig (docs/PAPER.md §4).
+  # Fields of ssm_icl.models.ModelConfig (docs/PAPER.md §4); the block
+  # hyperparameters (n_head, d_state, ..., mlp_ratio) are the flat keys of
+  # its mixer sub-configs (ssm_icl.nn.MambaConfig, AttentionConfig, ...).
   c.model = ml_collections.ConfigDict()
   # transformer | mamba | s4 | s4_mamba | hybrid | mambaformer | custom.
   c.model.family = "mamba"

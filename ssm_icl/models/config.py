@@ -7,8 +7,9 @@ break derived values (`d_inner`, `dt_rank` are properties, not references).
 This is the only module below `train` that knows about `ConfigDict`, and it
 only duck-types it (`to_dict()`), so it does not import ml_collections.
 
-Every field is checked when the config is built (`validate`, and each
-block sub-config's `__post_init__`), before anything is traced or compiled; a bad value raises `errors.UserError` (`errors.UserTypeError` for
+Every field is checked when the config is built (`validate` here, each
+block sub-config in its own `__post_init__`), before anything is traced or
+compiled; a bad value raises `errors.UserError` (`errors.UserTypeError` for
 a wrong type; they are ValueError / TypeError) naming the field, the value
 and what was expected.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import jax.numpy as jnp
 

@@ -38,7 +38,7 @@ from ssm_icl.nn import blocks
 from ssm_icl.nn import initializers as inits
 
 
-class PosEmb(str, enum.Enum):
+class PosEmb(enum.StrEnum):
   """Position embedding of a model (`ModelConfig.pos_emb`)."""
   LEARNED = "learned"  # a learned [n_positions, d_model] table (GPT-2)
   NONE = "none"
@@ -51,7 +51,7 @@ POS_EMBS = tuple(PosEmb)
 CUSTOM = "custom"
 
 
-class ModelInit(str, enum.Enum):
+class ModelInit(enum.StrEnum):
   """Values of `ModelConfig.init`.
 
   REFERENCE picks each family's reference style; GPT2 and MAMBA force that

@@ -42,7 +42,7 @@ from ssm_icl.nn import s4
 Dtype = Any
 
 
-class BlockKind(str, enum.Enum):
+class BlockKind(enum.StrEnum):
   """The mixer of a block (a name in a model's block pattern)."""
   MAMBA = "mamba"
   ATTN = "attn"

@@ -30,7 +30,7 @@ Initializer = Callable[..., jax.Array]
 
 
 
-class InitStyle(str, enum.Enum):
+class InitStyle(enum.StrEnum):
   """The two initialisation styles a block can use.
 
   GPT2: HF GPT-2 inside the Transformer backbone.

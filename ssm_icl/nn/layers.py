@@ -103,7 +103,7 @@ def layer_norm(*,
       name=name)
 
 
-class NormKind(str, enum.Enum):
+class NormKind(enum.StrEnum):
   """The normalisation of the blocks and the final norm.
 
   LAYER: LayerNorm (scale and bias), as in the paper's code and GPT-2.
@@ -159,9 +159,9 @@ class StatelessCache:
   """The decoding cache of a mixer without state (the MLP): no arrays."""
 
 
-def linear_inits(style: Union[inits.InitStyle, str], fan_in: int, n_layer: int, *,
-                 residual: bool) -> tuple[inits.Initializer,
-                                          inits.Initializer]:
+def linear_inits(
+    style: Union[inits.InitStyle, str], fan_in: int, n_layer: int, *,
+    residual: bool) -> tuple[inits.Initializer, inits.Initializer]:
   """Kernel and bias initialisers of a linear layer in an init style.
 
   Args:

@@ -33,7 +33,7 @@ _MASK = -1e30
 DENSE_MAX_LENGTH = 512
 
 
-class AttnImpl(str, enum.Enum):
+class AttnImpl(enum.StrEnum):
   """The attention core of `causal_attention`.
 
   DENSE materialises the [b, h, l, l] logits; BLOCKED runs the online

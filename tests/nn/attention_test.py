@@ -9,9 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl.nn import attention
 from ssm_icl.nn import axes
 from ssm_icl.nn import initializers as inits
+from ssm_icl.ops import attention as attention_ops
 
 _D = 16
 _HEADS2 = attention.AttentionConfig(n_head=2)
@@ -109,6 +111,25 @@ class CausalSelfAttentionTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError,
                                 "d_model=16 must be divisible by n_head=3"):
       attn.init(jax.random.key(0), jnp.zeros((1, 2, _D)))
+
+
+class AttentionConfigTest(parameterized.TestCase):
+
+  def test_parses_the_impl_and_splits_heads(self):
+    c = attention.AttentionConfig(n_head=4, attn_impl="blocked")
+    self.assertIs(c.attn_impl, attention_ops.AttnImpl.BLOCKED)
+    self.assertEqual(c.head_dim(32), 8)
+
+  @parameterized.named_parameters(
+      ("n_head", dict(n_head=0), "n_head must be positive, got 0"),
+      ("impl", dict(attn_impl="flash"),
+       r"Unknown attn_impl 'flash'; expected one of \['auto', 'dense', "
+       r"'blocked'\]"),
+      ("block", dict(attn_block_size=None), "attn_block_size must be an int"),
+  )
+  def test_bad_values_name_the_field(self, kwargs, message):
+    with self.assertRaisesRegex(errors.UserError, message):
+      attention.AttentionConfig(**kwargs)
 
 
 if __name__ == "__main__":

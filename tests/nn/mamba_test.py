@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl.nn import axes
 from ssm_icl.nn import mamba
+from ssm_icl.ops import scan as scan_lib
 
 _D_MODEL = 16
 _STATE4 = mamba.MambaConfig(d_state=4)
@@ -202,6 +204,30 @@ class MambaMixerTest(parameterized.TestCase):
     got = jnp.concatenate(steps, axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-5,
                                atol=1e-5 * np.abs(want).max())
+
+
+class MambaConfigTest(parameterized.TestCase):
+
+  def test_defaults_and_derived_sizes(self):
+    c = mamba.MambaConfig()
+    self.assertEqual((c.d_state, c.d_conv, c.expand), (16, 4, 2))
+    self.assertEqual((c.d_inner(40), c.resolved_dt_rank(40)), (80, 3))
+    self.assertIs(mamba.MambaConfig(scan_impl="chunked").scan_impl,
+                  scan_lib.ScanImpl.CHUNKED)
+
+  @parameterized.named_parameters(
+      ("d_state", dict(d_state=0), "d_state must be positive, got 0"),
+      ("expand", dict(expand=1.5), "expand must be an int, got 1.5"),
+      ("dt_rank", dict(dt_rank="big"), "dt_rank must be an int, got 'big'"),
+      ("dt_order", dict(dt_min=0.2), "dt_min=0.2 must not exceed dt_max=0.1"),
+      ("floor", dict(dt_init_floor=0), "dt_init_floor must be a positive"),
+      ("scan_impl", dict(scan_impl="fast"),
+       r"Unknown scan_impl 'fast'; expected one of \['auto', 'sequential'"),
+      ("chunk_size", dict(chunk_size=-1), "chunk_size must be positive"),
+  )
+  def test_bad_values_name_the_field(self, kwargs, message):
+    with self.assertRaisesRegex(errors.UserError, message):
+      mamba.MambaConfig(**kwargs)
 
 
 if __name__ == "__main__":

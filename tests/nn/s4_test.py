@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl.nn import axes
+from ssm_icl.nn import mamba
 from ssm_icl.nn import s4
 
 _D = 16
@@ -163,6 +165,22 @@ class S4MambaMixerTest(parameterized.TestCase):
     y2 = _apply(mixer, variables, x.at[:, 5].set(4.0))
     np.testing.assert_allclose(y[:, :5], y2[:, :5], atol=1e-5)
     self.assertGreater(np.abs(y[:, 5:] - y2[:, 5:]).max(), 1e-3)
+
+
+class S4ConfigTest(absltest.TestCase):
+
+  def test_shares_the_ssm_fields(self):
+    c = s4.S4Config(d_state=6, dt_max=0.2)
+    self.assertIsInstance(c, mamba.SSMConfig)
+    self.assertEqual((c.n_modes, c.d_inner(8), c.s4_mamba_dropout),
+                     (3, 16, 0.1))
+
+  def test_bad_values_name_the_field(self):
+    with self.assertRaisesRegex(errors.UserError,
+                                r"s4_mamba_dropout must be a number in"):
+      s4.S4Config(s4_mamba_dropout=1.0)
+    with self.assertRaisesRegex(errors.UserError, "d_conv must be positive"):
+      s4.S4Config(d_conv=0)
 
 
 if __name__ == "__main__":
