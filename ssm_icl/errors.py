@@ -9,7 +9,9 @@ that names the bad value and what was expected, e.g.
 "path or gs://bucket/path")`.
 
 It subclasses `ValueError` so library callers that already catch
-`ValueError` for bad arguments keep working.
+`ValueError` for bad arguments keep working. The `check_*` / `parse_enum`
+helpers below raise it with that kind of message; the frozen config
+dataclasses validate their fields with them.
 """
 
 import enum
