@@ -19,6 +19,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from ssm_icl import errors
+from ssm_icl.nn import blocks
 
 
 def get_config(arg=None):
@@ -30,7 +31,9 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
 
   # ------------------------------------------------------------------ model
-  # Fields of ssm_icl.models.ModelConfig (docs/PAPER.md §4).
+  # Fields of ssm_icl.models.ModelConfig (docs/PAPER.md §4); the block
+  # hyperparameters (n_head, d_state, ..., mlp_ratio) are the flat keys of
+  # its mixer sub-configs (ssm_icl.nn.MambaConfig, AttentionConfig, ...).
   c.model = ml_collections.ConfigDict()
   # transformer | mamba | s4 | s4_mamba | hybrid | mambaformer | custom.
   c.model.family = "mamba"
@@ -87,6 +90,12 @@ def get_config(arg=None):
   c.model.param_dtype = "float32"
   # "reference" (each family's reference init) | "gpt2" | "mamba".
   c.model.init = "reference"
+  # Block hyperparameters not listed above (a field just added to a mixer
+  # sub-config such as ssm_icl.nn.MambaConfig) enter with their dataclass
+  # default, so --config.model.<field>=... overrides them too.
+  for key, value in blocks.MixerConfigs().to_dict().items():
+    if key not in c.model:
+      c.model[key] = value
 
   # ------------------------------------------------------------------- task
   c.task = ml_collections.ConfigDict()

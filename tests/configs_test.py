@@ -16,6 +16,7 @@ import ml_collections
 
 from configs import common
 from ssm_icl import models
+from ssm_icl.nn import blocks
 from ssm_icl.parallel import mesh as mesh_lib
 from ssm_icl.train import loop
 from ssm_icl.train import optim
@@ -108,6 +109,17 @@ class ConfigFilesTest(parameterized.TestCase):
       _abstract_init(config)
     with self.assertRaisesRegex(ValueError, r"takes no argument \(got 'x'\)"):
       _load("base").get_config("x")
+
+  def test_every_block_hyperparameter_is_overridable(self):
+    # A field added to a mixer sub-config is a key of the (locked) base
+    # config, so --config.model.<field>=... reaches ModelConfig.
+    model = _load("base").get_config().model
+    for key in blocks.MixerConfigs.flat_keys():
+      self.assertIn(key, model)
+    self.assertEqual(
+        models.ModelConfig.from_config_dict(
+            dict(model.to_dict(), d_in=1, d_out=1)).mixers,
+        blocks.MixerConfigs())
 
   def test_quickstart_is_the_measured_setting(self):
     # docs/TRAINING.md and the README quote the error this exact setting

@@ -7,7 +7,8 @@ break derived values (`d_inner`, `dt_rank` are properties, not references).
 This is the only module below `train` that knows about `ConfigDict`, and it
 only duck-types it (`to_dict()`), so it does not import ml_collections.
 
-Every field is checked in `__post_init__`, before anything is traced or
+Every field is checked when the config is built (`validate` here, each
+block sub-config in its own `__post_init__`), before anything is traced or
 compiled; a bad value raises `errors.UserError` (`errors.UserTypeError` for
 a wrong type; they are ValueError / TypeError) naming the field, the value
 and what was expected.
@@ -16,7 +17,8 @@ and what was expected.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Union
+import enum
+from typing import Any, Mapping, Optional
 
 import jax.numpy as jnp
 
@@ -24,58 +26,54 @@ from ssm_icl import errors
 from ssm_icl.models import families
 from ssm_icl.nn import blocks
 from ssm_icl.nn import layers
-from ssm_icl.nn import mamba
-from ssm_icl.ops import scan as scan_lib
 
-# String values accepted for `attn_impl` (see `ssm_icl.ops.attention`).
-ATTN_IMPLS = ("auto", "dense", "blocked")
-SCAN_IMPLS = tuple(m.value for m in scan_lib.ScanImpl)
-NORMS = tuple(k.value for k in layers.NormKind)
 DTYPES = {
     "float32": jnp.float32,
     "bfloat16": jnp.bfloat16,
     "float16": jnp.float16,
 }
 
-_POSITIVE_INTS = ("n_layer", "d_model", "n_head", "d_in", "d_out",
-                  "n_positions", "d_state", "d_conv", "expand", "mlp_ratio",
-                  "attn_block_size")
+_POSITIVE_INTS = ("n_layer", "d_model", "d_in", "d_out", "n_positions")
 _BOOLS = ("remat", "scan_layers", "residual_in_fp32", "tie_embeddings")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class ModelConfig:
   """Architecture, numerics and compilation options of an `ICLModel`.
+
+  The block hyperparameters live in one sub-config per mixer family,
+  `mixers` (`nn.blocks.MixerConfigs`: `mamba.MambaConfig`,
+  `attention.AttentionConfig`, `s4.S4Config`, `layers.MlpConfig`). They are
+  also *flat keys* of this config, named as the sub-config fields: the
+  constructor, `from_config_dict`, `replace` and attribute reads accept
+  `d_state`, `n_head`, `scan_impl`, ... and route each to every sub-config
+  that has it (`d_state` sets Mamba's and S4's). So a new block
+  hyperparameter is one new field of one sub-config; nothing here changes.
+
+    ModelConfig(family="mamba", d_state=8)            # flat key
+    cfg.d_state, cfg.mixers.mamba.d_state            # both 8
+
+  Block hyperparameters (flat keys; see the sub-configs for their meaning):
+  d_state, d_conv, expand, dt_min, dt_max (Mamba and S4), dt_rank,
+  dt_init_floor, scan_impl, chunk_size (Mamba), n_head, attn_impl,
+  attn_block_size (attention), s4_mamba_dropout (S4), mlp_ratio (MLP).
 
   Attributes:
     family: one of `families.FAMILY_NAMES`: "transformer", "mamba", "s4",
       "s4_mamba", "hybrid", "mambaformer" or "custom".
-    pattern: block kinds of a "custom" model, as "mamba,attn,mlp" or a tuple;
-      must be None for the other families.
+    pattern: block kinds of a "custom" model, as "mamba,attn,mlp" or a
+      sequence of `nn.blocks.BlockKind` values (stored as a tuple of
+      `BlockKind`); must be None for the other families.
     n_layer: depth as counted by the paper's code (see `families`).
     d_model: residual width D.
-    n_head: attention heads (D must be divisible by it when the model has
-      attention).
     d_in: token width (the read-in's input).
     d_out: prediction width (the read-out's output).
     n_positions: rows of the learned position table, i.e. the longest token
       sequence a model with positions accepts.
-    pos_emb: "learned" or "none"; None takes the family's default.
-    d_state: SSM state size (S4D: d_state // 2 complex modes).
-    d_conv: causal conv width of Mamba / S4-Mamba.
-    expand: Mamba / S4-Mamba inner width / D.
-    dt_rank: Mamba dt_rank or "auto" (= ceil(D / 16)).
-    dt_min, dt_max: range of the initial step sizes.
-    dt_init_floor: floor of the initial Mamba step size.
-    mlp_ratio: MLP hidden width / D.
-    scan_impl: selective-scan schedule, an `ops.scan.ScanImpl` value.
-    chunk_size: selective-scan chunk length; None = the op's default.
-    attn_impl: attention core, "auto", "dense" or "blocked".
-    attn_block_size: block length of the blocked attention path.
+    pos_emb: a `families.PosEmb` ("learned" or "none"); None takes the
+      family's default.
     dropout: dropout on each block's output before the residual add (0 in
       the paper).
-    s4_mamba_dropout: dropout inside S4-Mamba mixers (0.1 as in the
-      reference; active only in training).
     remat: rematerialise each block (or each scanned group) in the backward
       pass.
     scan_layers: run the repeated group of the block pattern with `nn.scan`
@@ -83,11 +81,12 @@ class ModelConfig:
       models.
     dtype: compute dtype name ("float32", "bfloat16", "float16").
     param_dtype: parameter storage dtype name.
-    init: "reference" (each family's reference init, see `families`), or
-      "gpt2" / "mamba" to force one init style on every family.
+    init: a `families.ModelInit`: "reference" (each family's reference
+      init, see `families`), or "gpt2" / "mamba" to force one init style on
+      every family.
     norm: the norm of every block and of the final norm, a
-      `nn.layers.NormKind` value: "layer" (LayerNorm, the paper's code) or
-      "rms" (RMSNorm, Hugging Face and pretrained Mamba).
+      `nn.layers.NormKind`: "layer" (LayerNorm, the paper's code) or "rms"
+      (RMSNorm, Hugging Face and pretrained Mamba).
     residual_in_fp32: keep the residual stream in float32 whatever the
       compute dtype (official Mamba's option; True by default here). When
       False it is kept in the compute dtype.
@@ -99,46 +98,72 @@ class ModelConfig:
     tie_embeddings: with vocab_size, read the logits out with the embedding
       matrix (a tied LM head, as HF `MambaForCausalLM`); otherwise with a
       separate bias-free `lm_head`.
+    mixers: the block hyperparameters, one sub-config per mixer family
+      (also given as a mapping {"mamba": {...}, ...}).
   """
   family: str = "mamba"
-  pattern: Optional[Union[str, tuple[str, ...]]] = None
+  pattern: Optional[tuple[blocks.BlockKind, ...]] = None
   n_layer: int = 4
   d_model: int = 128
-  n_head: int = 8
   d_in: int = 20
   d_out: int = 1
   n_positions: int = 256
-  pos_emb: Optional[str] = None
-  d_state: int = 16
-  d_conv: int = 4
-  expand: int = 2
-  dt_rank: Union[int, str] = "auto"
-  dt_min: float = 1e-3
-  dt_max: float = 0.1
-  dt_init_floor: float = 1e-4
-  mlp_ratio: int = 4
-  scan_impl: str = "auto"
-  chunk_size: Optional[int] = None
-  attn_impl: str = "auto"
-  attn_block_size: int = 128
+  pos_emb: Optional[families.PosEmb] = None
   dropout: float = 0.0
-  s4_mamba_dropout: float = 0.1
   remat: bool = False
   scan_layers: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
-  init: str = families.INIT_REFERENCE
-  norm: str = "layer"
+  init: families.ModelInit = families.INIT_REFERENCE
+  norm: layers.NormKind = layers.NormKind.LAYER
   residual_in_fp32: bool = True
   vocab_size: Optional[int] = None
   tie_embeddings: bool = True
+  mixers: blocks.MixerConfigs = blocks.MixerConfigs()
 
-  def __post_init__(self):
-    # Normalise the pattern to a tuple so equal configs hash equal.
-    if self.pattern is not None:
-      object.__setattr__(self, "pattern",
-                         families.parse_pattern(self.pattern))
+  def __init__(self, **kwargs: Any):
+    """Builds a validated config from fields and flat block hyperparameters.
+
+    Args:
+      **kwargs: any of the attributes above, and any flat key of the block
+        sub-configs (`nn.blocks.MixerConfigs.flat_keys()`); a flat key
+        overrides the same field given inside `mixers`.
+
+    Raises:
+      UserError: on an unknown key (all of them are named) or an invalid
+        value (`UserTypeError` for a wrong type).
+    """
+    fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    flat_keys = blocks.MixerConfigs.flat_keys()
+    unknown = sorted(str(k) for k in kwargs
+                     if k not in fields and k not in flat_keys)
+    if unknown:
+      raise errors.UserError(
+          f"Unknown model config keys {unknown}; valid keys are "
+          f"{sorted(set(fields) | set(flat_keys))}.")
+    for name, default in fields.items():
+      object.__setattr__(self, name, kwargs.get(name, default))
+    mixers = self.mixers
+    if isinstance(mixers, Mapping):
+      mixers = blocks.MixerConfigs.from_mapping(mixers)
+    elif not isinstance(mixers, blocks.MixerConfigs):
+      raise errors.UserTypeError(f"mixers must be a MixerConfigs or a "
+                                 f"mapping, got {mixers!r}.")
+    flat = {k: v for k, v in kwargs.items() if k in flat_keys}
+    object.__setattr__(self, "mixers", mixers.replace_flat(flat))
     self.validate()
+
+  def __getattr__(self, name: str) -> Any:
+    # Only reached for names that are not fields: the flat view of the
+    # block hyperparameters (`cfg.d_state`). `__dict__` avoids recursing
+    # while an instance is being unpickled.
+    mixers = self.__dict__.get("mixers")
+    if mixers is None or name.startswith("__"):
+      raise AttributeError(name)
+    try:
+      return mixers.flat_value(name)
+    except AttributeError:
+      raise AttributeError(f"ModelConfig has no attribute {name!r}.") from None
 
   # --------------------------------------------------------------- building
 
@@ -148,13 +173,14 @@ class ModelConfig:
 
     Args:
       cd: an ml_collections `ConfigDict` (anything with `to_dict()`), a
-        mapping of field names to values, or a `ModelConfig`.
+        mapping of field names and flat block hyperparameters to values
+        (e.g. a saved config.json), or a `ModelConfig`.
 
     Returns:
       A validated `ModelConfig`.
 
     Raises:
-      ValueError: on keys that are not fields (all of them are named) or on
+      UserError: on keys that are not fields (all of them are named) or on
         invalid values.
     """
     if isinstance(cd, ModelConfig):
@@ -162,31 +188,41 @@ class ModelConfig:
     if hasattr(cd, "to_dict"):
       cd = cd.to_dict()
     if not isinstance(cd, Mapping):
-      raise TypeError(f"Expected a ConfigDict, a mapping or a ModelConfig, "
-                      f"got {type(cd).__name__}.")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in cd if k not in fields)
-    if unknown:
-      raise errors.UserError(
-          f"Unknown model config keys {unknown}; valid keys are "
-          f"{sorted(fields)}.")
-    return cls(**dict(cd))
+      raise errors.UserTypeError(f"Expected a ConfigDict, a mapping or a "
+                                 f"ModelConfig, got {type(cd).__name__}.")
+    return cls(**{str(k): v for k, v in cd.items()})
 
   def to_dict(self) -> dict[str, Any]:
-    """The fields as a plain dict (JSON-friendly; the pattern as a list)."""
-    d = dataclasses.asdict(self)
-    if d["pattern"] is not None:
-      d["pattern"] = list(d["pattern"])
+    """The flat view as a plain JSON-friendly dict (enums as values).
+
+    Every field but `mixers`, plus the flat block hyperparameters; only
+    sub-configs given apart (e.g. another d_state for S4) add a "mixers"
+    entry. `from_config_dict` reads it back.
+    """
+    d = {f.name: _plain(getattr(self, f.name))
+         for f in dataclasses.fields(self) if f.name != "mixers"}
+    d.update(self.mixers.to_dict())
     return d
 
-  def replace(self, **changes) -> "ModelConfig":
-    """A copy with some fields changed (validated again)."""
+  def replace(self, **changes: Any) -> "ModelConfig":
+    """A copy with some fields or flat keys changed (validated again)."""
     return dataclasses.replace(self, **changes)
 
   # ------------------------------------------------------------- validation
 
   def validate(self) -> None:
-    """Raises ValueError / TypeError naming the first invalid field."""
+    """Checks and normalises the fields (the sub-configs check their own).
+
+    Strings of closed sets are parsed to their enums here, and the pattern
+    to a tuple of `BlockKind`s, so equal configs hash equal.
+
+    Raises:
+      UserError: naming the first invalid field, its value and what was
+        expected (`UserTypeError` for a wrong type).
+    """
+    def normalise(name, value):
+      object.__setattr__(self, name, value)
+
     if self.family not in families.FAMILY_NAMES:
       raise errors.UserError(f"Unknown family {self.family!r}; expected one of "
                              f"{list(families.FAMILY_NAMES)}.")
@@ -196,71 +232,61 @@ class ModelConfig:
     if self.family != families.CUSTOM and self.pattern is not None:
       raise errors.UserError(f"pattern={self.pattern!r} is only used with "
                              f"family='custom', not family={self.family!r}.")
-    for name in _POSITIVE_INTS:
-      _check_positive_int(name, getattr(self, name))
-    if self.chunk_size is not None:
-      _check_positive_int("chunk_size", self.chunk_size)
-    if self.vocab_size is not None:
-      _check_positive_int("vocab_size", self.vocab_size)
-    for name in _BOOLS:
-      if not isinstance(getattr(self, name), bool):
-        raise errors.UserTypeError(f"{name} must be a bool, got "
-                                   f"{getattr(self, name)!r}.")
-    if self.dt_rank != "auto":
-      _check_positive_int("dt_rank", self.dt_rank)
-    for name in ("dt_min", "dt_max", "dt_init_floor"):
-      _check_positive_float(name, getattr(self, name))
-    if self.dt_min > self.dt_max:
-      raise errors.UserError(f"dt_min={self.dt_min} must not exceed "
-                             f"dt_max={self.dt_max}.")
-    for name in ("dropout", "s4_mamba_dropout"):
-      value = getattr(self, name)
-      if not _is_number(value) or not 0.0 <= value < 1.0:
+    if self.pattern is not None:
+      names = families.parse_pattern(self.pattern)
+      unknown = [n for n in names
+                 if n not in {k.value for k in blocks.BlockKind}]
+      if unknown:
         raise errors.UserError(
-            f"{name} must be a number in [0, 1), got {value!r}.")
-    _check_choice("scan_impl", self.scan_impl, SCAN_IMPLS)
-    _check_choice("attn_impl", self.attn_impl, ATTN_IMPLS)
-    _check_choice("dtype", self.dtype, tuple(DTYPES))
-    _check_choice("param_dtype", self.param_dtype, tuple(DTYPES))
-    _check_choice("init", self.init, families.INITS)
-    _check_choice("norm", self.norm, NORMS)
+            f"Unknown block kind(s) {unknown} in pattern {list(names)}; "
+            f"expected names from {[k.value for k in blocks.BlockKind]}.")
+      normalise("pattern", tuple(blocks.BlockKind(n) for n in names))
+    for name in _POSITIVE_INTS:
+      errors.check_positive_int(name, getattr(self, name))
+    if self.vocab_size is not None:
+      errors.check_positive_int("vocab_size", self.vocab_size)
+    for name in _BOOLS:
+      errors.check_bool(name, getattr(self, name))
+    errors.check_fraction("dropout", self.dropout)
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in DTYPES:
+        raise errors.UserError(f"Unknown {name} {getattr(self, name)!r}; "
+                               f"expected one of {list(DTYPES)}.")
+    normalise("init", errors.parse_enum("init", self.init, families.ModelInit))
+    normalise("norm", errors.parse_enum("norm", self.norm, layers.NormKind))
     if self.pos_emb is not None:
-      _check_choice("pos_emb", self.pos_emb, families.POS_EMBS)
+      normalise("pos_emb", errors.parse_enum("pos_emb", self.pos_emb,
+                                             families.PosEmb))
 
     pattern = self.block_pattern
-    unknown = [k for k in pattern if k not in blocks.BLOCKS]
-    if unknown:
-      raise errors.UserError(f"Unknown block kind(s) {unknown} in pattern "
-                             f"{list(pattern)}; expected names from "
-                             f"{sorted(blocks.BLOCKS)}.")
-    if "attn" in pattern and self.d_model % self.n_head:
-      raise errors.UserError(f"d_model={self.d_model} must be divisible by "
-                             f"n_head={self.n_head}.")
-    if {"s4d", "s4_mamba"} & set(pattern) and self.d_state < 2:
+    if blocks.BlockKind.ATTN in pattern:
+      self.mixers.attention.head_dim(self.d_model)
+    s4_kinds = {blocks.BlockKind.S4D, blocks.BlockKind.S4_MAMBA}
+    if s4_kinds & set(pattern) and self.mixers.s4.d_state < 2:
       raise errors.UserError(
-          f"d_state={self.d_state} must be at least 2 for S4 "
+          f"d_state={self.mixers.s4.d_state} must be at least 2 for S4 "
           f"blocks (they use d_state // 2 complex modes).")
 
   # ------------------------------------------------------ derived properties
 
   @property
   def d_inner(self) -> int:
-    """Mamba / S4-Mamba inner width E = expand * d_model."""
-    return self.expand * self.d_model
+    """Mamba inner width E = expand * d_model."""
+    return self.mixers.mamba.d_inner(self.d_model)
 
   @property
   def resolved_dt_rank(self) -> int:
-    """dt_rank with "auto" resolved to ceil(d_model / 16)."""
-    return mamba.resolve_dt_rank(self.dt_rank, self.d_model)
+    """Mamba's dt_rank with "auto" resolved to ceil(d_model / 16)."""
+    return self.mixers.mamba.resolved_dt_rank(self.d_model)
 
   @property
-  def block_pattern(self) -> tuple[str, ...]:
+  def block_pattern(self) -> tuple[blocks.BlockKind, ...]:
     """The block kinds of the model, in order."""
     return families.block_pattern(self.family, self.n_layer, self.pattern)
 
   @property
-  def position_embedding(self) -> str:
-    """"learned" or "none", with the family default filled in."""
+  def position_embedding(self) -> families.PosEmb:
+    """`PosEmb.LEARNED` or `PosEmb.NONE`, with the family default filled in."""
     return self.pos_emb or families.default_pos_emb(self.family)
 
   @property
@@ -269,8 +295,8 @@ class ModelConfig:
     return self.position_embedding == families.POS_LEARNED
 
   @property
-  def init_style(self) -> str:
-    """The init style the blocks use (`nn.initializers.STYLE_*`)."""
+  def init_style(self) -> Any:
+    """The `nn.initializers.InitStyle` the blocks use."""
     return families.init_style(self.family, self.init)
 
   @property
@@ -285,43 +311,26 @@ class ModelConfig:
 
   @property
   def compute_dtype(self) -> Any:
+    """The jnp dtype of `dtype`."""
     return DTYPES[self.dtype]
 
   @property
   def storage_dtype(self) -> Any:
+    """The jnp dtype of `param_dtype`."""
     return DTYPES[self.param_dtype]
 
   def block_settings(self) -> blocks.BlockSettings:
-    """The hyperparameters every block of this model shares."""
+    """What every block of this model shares (its sub-configs included)."""
     return blocks.BlockSettings(
-        d_model=self.d_model, n_layer=self.n_layer, n_head=self.n_head,
-        mlp_ratio=self.mlp_ratio, d_state=self.d_state, d_conv=self.d_conv,
-        expand=self.expand, dt_rank=self.dt_rank, dt_min=self.dt_min,
-        dt_max=self.dt_max, dt_init_floor=self.dt_init_floor,
-        scan_impl=self.scan_impl, chunk_size=self.chunk_size,
-        attn_impl=self.attn_impl, attn_block_size=self.attn_block_size,
-        s4_mamba_dropout=self.s4_mamba_dropout, dropout=self.dropout,
-        init_style=self.init_style, norm=self.norm, dtype=self.compute_dtype,
-        param_dtype=self.storage_dtype)
+        d_model=self.d_model, n_layer=self.n_layer, mixers=self.mixers,
+        dropout=self.dropout, init_style=self.init_style, norm=self.norm,
+        dtype=self.compute_dtype, param_dtype=self.storage_dtype)
 
 
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, int):
-    raise errors.UserTypeError(f"{name} must be an int, got {value!r}.")
-  if value < 1:
-    raise errors.UserError(f"{name} must be positive, got {value}.")
-
-
-def _check_positive_float(name: str, value: Any) -> None:
-  if not _is_number(value) or not value > 0:
-    raise errors.UserError(f"{name} must be a positive number, got {value!r}.")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-  if value not in choices:
-    raise errors.UserError(f"Unknown {name} {value!r}; expected one of "
-                           f"{list(choices)}.")
+def _plain(value: Any) -> Any:
+  """JSON-friendly: enums as their values, tuples as lists."""
+  if isinstance(value, enum.Enum):
+    return value.value
+  if isinstance(value, tuple):
+    return [_plain(v) for v in value]
+  return value

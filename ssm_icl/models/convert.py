@@ -215,7 +215,7 @@ def _layout(config: ModelConfig, source: str,
       raw.append(("wpe.weight", "wpe", "same"))
     for i, kind in enumerate(pattern):
       if kind not in ("mamba", "attn", "s4d", "s4_mamba"):
-        raise ValueError(f"Block kind {kind!r} (blocks_{i}) has no "
+        raise ValueError(f"Block kind '{kind}' (blocks_{i}) has no "
                          f"counterpart in the reference MixerModel.")
       block(i, f"{bb}layers.{i}.", "norm", kind, mixer="mixer.")
     raw += _norm(f"{bb}norm_f", "ln_f")

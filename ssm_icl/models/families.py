@@ -31,22 +31,42 @@ Initialisation differs by family (`init="reference"`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import enum
+from typing import Callable, Union
 
+from ssm_icl.nn import blocks
 from ssm_icl.nn import initializers as inits
 
-POS_LEARNED = "learned"
-POS_NONE = "none"
-POS_EMBS = (POS_LEARNED, POS_NONE)
+
+class PosEmb(enum.StrEnum):
+  """Position embedding of a model (`ModelConfig.pos_emb`)."""
+  LEARNED = "learned"  # a learned [n_positions, d_model] table (GPT-2)
+  NONE = "none"
+
+
+POS_LEARNED = PosEmb.LEARNED
+POS_NONE = PosEmb.NONE
+POS_EMBS = tuple(PosEmb)
 
 CUSTOM = "custom"
 
-# Values of ModelConfig.init: "reference" picks the family's style; the
-# others force one style on every family (for controlled comparisons).
-INIT_REFERENCE = "reference"
-INITS = (INIT_REFERENCE,) + inits.STYLES
 
-Pattern = tuple[str, ...]
+class ModelInit(enum.StrEnum):
+  """Values of `ModelConfig.init`.
+
+  REFERENCE picks each family's reference style; GPT2 and MAMBA force that
+  `inits.InitStyle` on every family (for controlled comparisons).
+  """
+  REFERENCE = "reference"
+  GPT2 = inits.InitStyle.GPT2.value
+  MAMBA = inits.InitStyle.MAMBA.value
+
+
+INIT_REFERENCE = ModelInit.REFERENCE
+INITS = tuple(ModelInit)
+
+Kind = blocks.BlockKind
+Pattern = tuple[blocks.BlockKind, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,40 +76,41 @@ class Family:
   Attributes:
     name: the family's config name.
     pattern: n_layer -> tuple of block kinds.
-    pos_emb: default position embedding ("learned" or "none").
-    init_style: reference initialisation style (`inits.STYLE_*`).
+    pos_emb: default position embedding.
+    init_style: reference initialisation style.
     description: one line for docs and logs.
   """
   name: str
   pattern: Callable[[int], Pattern]
-  pos_emb: str
-  init_style: str
+  pos_emb: PosEmb
+  init_style: inits.InitStyle
   description: str
 
 
 def _hybrid(n_layer: int) -> Pattern:
-  return tuple("attn" if i % 2 == 0 else "mamba" for i in range(n_layer))
+  return tuple(Kind.ATTN if i % 2 == 0 else Kind.MAMBA
+               for i in range(n_layer))
 
 
 FAMILIES: dict[str, Family] = {
     "transformer": Family(
-        "transformer", lambda n: ("attn", "mlp") * n, POS_LEARNED,
+        "transformer", lambda n: (Kind.ATTN, Kind.MLP) * n, POS_LEARNED,
         inits.STYLE_GPT2, "GPT-2: n_layer x (attention, MLP), learned "
         "positions"),
     "mamba": Family(
-        "mamba", lambda n: ("mamba",) * n, POS_NONE, inits.STYLE_MAMBA,
+        "mamba", lambda n: (Kind.MAMBA,) * n, POS_NONE, inits.STYLE_MAMBA,
         "Mamba: n_layer Mamba blocks, no positions"),
     "s4": Family(
-        "s4", lambda n: ("s4d",) * n, POS_NONE, inits.STYLE_MAMBA,
+        "s4", lambda n: (Kind.S4D,) * n, POS_NONE, inits.STYLE_MAMBA,
         "S4: n_layer S4D blocks, no positions"),
     "s4_mamba": Family(
-        "s4_mamba", lambda n: ("s4_mamba",) * n, POS_NONE, inits.STYLE_MAMBA,
+        "s4_mamba", lambda n: (Kind.S4_MAMBA,) * n, POS_NONE, inits.STYLE_MAMBA,
         "S4-Mamba: Mamba blocks with an LTI S4D core"),
     "hybrid": Family(
         "hybrid", _hybrid, POS_LEARNED, inits.STYLE_MAMBA,
         "Standard Hybrid: attention / Mamba alternating, learned positions"),
     "mambaformer": Family(
-        "mambaformer", lambda n: ("mamba",) + _hybrid(n), POS_NONE,
+        "mambaformer", lambda n: (Kind.MAMBA,) + _hybrid(n), POS_NONE,
         inits.STYLE_MAMBA,
         "MambaFormer: leading Mamba block, then attention / Mamba "
         "alternating, no positions"),
@@ -98,7 +119,8 @@ FAMILIES: dict[str, Family] = {
 FAMILY_NAMES = tuple(FAMILIES) + (CUSTOM,)
 
 
-def parse_pattern(pattern: str | tuple[str, ...] | list[str]) -> Pattern:
+def parse_pattern(pattern: str | tuple[str, ...] | list[str]
+                  ) -> tuple[str, ...]:
   """Turns "mamba, attn,mlp" or a sequence of names into a tuple of names.
 
   Raises:
@@ -135,27 +157,29 @@ def block_pattern(family: str, n_layer: int,
     pattern: the blocks of a "custom" family.
 
   Returns:
-    A tuple of block kinds (keys of `ssm_icl.nn.blocks.BLOCKS`).
+    A tuple of `nn.blocks.BlockKind`s.
 
   Raises:
-    ValueError: unknown family, or a custom family without a pattern.
+    ValueError: unknown family or block kind, or a custom family without a
+      pattern.
   """
   if family == CUSTOM:
     if pattern is None:
       raise ValueError("family='custom' needs a pattern, e.g. "
                        "pattern='mamba,attn,mlp'.")
-    return parse_pattern(pattern)
+    return tuple(blocks.parse_kind(k) for k in parse_pattern(pattern))
   return _family(family).pattern(n_layer)
 
 
-def default_pos_emb(family: str) -> str:
-  """The family's position embedding ("learned" or "none"; custom: none)."""
+def default_pos_emb(family: str) -> PosEmb:
+  """The family's position embedding (custom: none)."""
   if family == CUSTOM:
     return POS_NONE
   return _family(family).pos_emb
 
 
-def init_style(family: str, init: str = INIT_REFERENCE) -> str:
+def init_style(family: str, init: Union[ModelInit, str] = INIT_REFERENCE
+               ) -> inits.InitStyle:
   """The init style of a family under `ModelConfig.init`.
 
   Args:
@@ -164,17 +188,18 @@ def init_style(family: str, init: str = INIT_REFERENCE) -> str:
       Mamba-family style) or a style name forced on every family.
 
   Returns:
-    `inits.STYLE_GPT2` or `inits.STYLE_MAMBA`.
+    `inits.InitStyle.GPT2` or `inits.InitStyle.MAMBA`.
   """
   if init != INIT_REFERENCE:
     if init not in inits.STYLES:
-      raise ValueError(f"Unknown init {init!r}; expected one of {list(INITS)}.")
-    return init
+      raise ValueError(f"Unknown init {init!r}; expected one of "
+                       f"{[i.value for i in INITS]}.")
+    return inits.InitStyle(init)
   if family == CUSTOM:
     return inits.STYLE_MAMBA
   return _family(family).init_style
 
 
-def position_std(style: str) -> float:
+def position_std(style: Union[inits.InitStyle, str]) -> float:
   """Std of the learned position table: GPT-2 0.02, nn.Embedding 1.0."""
   return inits.GPT2_STD if inits.check_style(style) == inits.STYLE_GPT2 else 1.0

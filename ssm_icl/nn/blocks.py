@@ -9,19 +9,29 @@ so both forms compute the same function; this module uses the pre-norm form
 for every family. GPT-2 blocks (LN -> attention -> add, LN -> MLP -> add)
 are two blocks here: "attn" then "mlp".
 
-`BLOCKS` maps a block kind to a factory `(settings, name) -> mixer module`;
+Each mixer takes its hyperparameters as one frozen sub-config, defined next
+to it: `mamba.MambaConfig`, `attention.AttentionConfig`, `s4.S4Config`,
+`layers.MlpConfig`. `MixerConfigs` holds one of each, and `BlockSettings`
+adds what every block of a model shares (width, depth, norm, dtypes).
+Adding a block hyperparameter is adding a field to one sub-config; the flat
+keys of `ModelConfig` (`d_state`, `n_head`, ...) are the sub-configs' field
+names, routed here (`MixerConfigs.replace_flat`).
+
+`BLOCKS` maps a `BlockKind` to a factory `(settings, name) -> mixer module`;
 `get_block(kind)` looks it up with an error listing the valid kinds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Union
+import enum
+from typing import Any, Callable, Mapping, Union
 
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssm_icl import errors
 from ssm_icl.nn import attention
 from ssm_icl.nn import axes
 from ssm_icl.nn import initializers as inits
@@ -32,52 +42,178 @@ from ssm_icl.nn import s4
 Dtype = Any
 
 
+class BlockKind(enum.StrEnum):
+  """The mixer of a block (a name in a model's block pattern)."""
+  MAMBA = "mamba"
+  ATTN = "attn"
+  MLP = "mlp"
+  S4D = "s4d"
+  S4_MAMBA = "s4_mamba"
+
+
+def parse_kind(kind: Union[BlockKind, str]) -> BlockKind:
+  """A `BlockKind` from itself or its value.
+
+  Raises:
+    UserError: naming the bad kind and the valid ones.
+  """
+  return errors.parse_enum("block kind", kind, BlockKind)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixerConfigs:
+  """One hyperparameter sub-config per mixer family (hashable, static).
+
+  A field name shared by several sub-configs (`d_state`, `dt_min`, ... of
+  `mamba.SSMConfig`) is one flat key of `ModelConfig` that sets all of
+  them; the sub-configs can still be given apart (e.g. a different d_state
+  for the S4 blocks of a custom pattern).
+
+  Attributes:
+    mamba: hyperparameters of the "mamba" blocks.
+    attention: hyperparameters of the "attn" blocks.
+    s4: hyperparameters of the "s4d" and "s4_mamba" blocks.
+    mlp: hyperparameters of the "mlp" blocks.
+  """
+  mamba: mamba.MambaConfig = mamba.MambaConfig()
+  attention: attention.AttentionConfig = attention.AttentionConfig()
+  s4: s4.S4Config = s4.S4Config()
+  mlp: layers.MlpConfig = layers.MlpConfig()
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      kind = _SUB_CONFIGS[f.name]
+      if isinstance(value, Mapping):  # e.g. from a config.json
+        value = _build(kind, f.name, value)
+        object.__setattr__(self, f.name, value)
+      if not isinstance(value, kind):
+        raise errors.UserTypeError(
+            f"mixers.{f.name} must be a {kind.__name__} or a mapping of its "
+            f"fields, got {value!r}.")
+
+  @classmethod
+  def from_mapping(cls, value: Mapping[str, Any]) -> "MixerConfigs":
+    """From {"mamba": MambaConfig or a mapping of its fields, ...}.
+
+    Raises:
+      UserError: on a name that is not a sub-config, or invalid fields.
+    """
+    unknown = sorted(str(k) for k in value if k not in _SUB_CONFIGS)
+    if unknown:
+      raise errors.UserError(f"Unknown mixers keys {unknown}; expected names "
+                             f"from {list(_SUB_CONFIGS)}.")
+    return cls(**value)
+
+  @classmethod
+  def flat_keys(cls) -> tuple[str, ...]:
+    """Every hyperparameter name of the sub-configs, sorted."""
+    return tuple(sorted({f.name for kind in _SUB_CONFIGS.values()
+                         for f in dataclasses.fields(kind)}))
+
+  def _owners(self, key: str) -> list[str]:
+    return [name for name, kind in _SUB_CONFIGS.items()
+            if key in {f.name for f in dataclasses.fields(kind)}]
+
+  def replace_flat(self, values: Mapping[str, Any]) -> "MixerConfigs":
+    """A copy with each flat key set in every sub-config that has it.
+
+    Raises:
+      UserError: on a key that no sub-config has, or an invalid value.
+    """
+    unknown = sorted(str(k) for k in values if not self._owners(k))
+    if unknown:
+      raise errors.UserError(f"Unknown block hyperparameters {unknown}; "
+                             f"valid ones are {list(self.flat_keys())}.")
+    changes = {}
+    for name in _SUB_CONFIGS:
+      own = {k: v for k, v in values.items() if name in self._owners(k)}
+      if own:
+        changes[name] = dataclasses.replace(getattr(self, name), **own)
+    return dataclasses.replace(self, **changes)
+
+  def flat_value(self, key: str) -> Any:
+    """The value of flat key `key`, which all sub-configs with it share.
+
+    Raises:
+      AttributeError: if no sub-config has `key`.
+      UserError: if the sub-configs that have it disagree (read it from one
+        of them, e.g. `mixers.s4.d_state`).
+    """
+    owners = self._owners(key)
+    if not owners:
+      raise AttributeError(key)
+    values = {name: getattr(getattr(self, name), key) for name in owners}
+    if len(set(values.values())) > 1:
+      raise errors.UserError(
+          f"{key} differs between the block sub-configs ({values}); read it "
+          f"from one of them, e.g. mixers.{owners[0]}.{key}.")
+    return values[owners[0]]
+
+  def to_dict(self) -> dict[str, Any]:
+    """The flat keys, JSON-friendly (enums as their values).
+
+    A key the sub-configs disagree on is left out of the flat part and
+    written under "mixers" ({"s4": {"d_state": 8}, ...}), which
+    `ModelConfig` reads back.
+    """
+    flat, nested = {}, {}
+    for key in self.flat_keys():
+      try:
+        flat[key] = _plain(self.flat_value(key))
+      except errors.UserError:
+        for name in self._owners(key):
+          nested.setdefault(name, {})[key] = _plain(
+              getattr(getattr(self, name), key))
+    if nested:
+      flat["mixers"] = nested
+    return flat
+
+
+def _build(kind: type, name: str, fields: Mapping[str, Any]) -> Any:
+  valid = {f.name for f in dataclasses.fields(kind)}
+  unknown = sorted(str(k) for k in fields if k not in valid)
+  if unknown:
+    raise errors.UserError(f"Unknown mixers.{name} keys {unknown}; valid keys "
+                           f"are {sorted(valid)}.")
+  return kind(**fields)
+
+
+def _plain(value: Any) -> Any:
+  return value.value if isinstance(value, enum.Enum) else value
+
+
+# The sub-config class of each MixerConfigs field (the type of its default).
+_SUB_CONFIGS: dict[str, type] = {
+    f.name: type(f.default) for f in dataclasses.fields(MixerConfigs)}
+
+
 @dataclasses.dataclass(frozen=True)
 class BlockSettings:
-  """Hyperparameters shared by every block of a model (hashable, static).
+  """What every block of a model shares (hashable, static).
 
   Attributes:
     d_model: residual width D.
     n_layer: the config's n_layer (used by the residual init scalings).
-    n_head: attention heads.
-    mlp_ratio: MLP hidden width / D.
-    d_state: SSM state size (Mamba N; S4D uses d_state // 2 complex modes).
-    d_conv: Mamba / S4-Mamba causal conv width.
-    expand: Mamba / S4-Mamba inner width / D.
-    dt_rank: Mamba dt_rank, or "auto".
-    dt_min, dt_max, dt_init_floor: initial step size range.
-    scan_impl: selective-scan schedule (`ops.scan.ScanImpl` value).
-    chunk_size: selective-scan chunk length; None = the op's default.
-    attn_impl: attention core implementation (`ops.attention`).
-    attn_block_size: block length of the blocked attention path.
-    s4_mamba_dropout: dropout inside S4-Mamba mixers.
+    mixers: the per-family hyperparameters (`MixerConfigs`).
     dropout: dropout on every block's output before the residual add.
-    init_style: `inits.STYLE_GPT2` or `inits.STYLE_MAMBA`.
-    norm: the block norm, a `layers.NormKind` value ("layer" or "rms").
+    init_style: an `inits.InitStyle` (or its value).
+    norm: the block norm, a `layers.NormKind` (or its value).
     dtype: compute dtype.
     param_dtype: parameter storage dtype.
   """
   d_model: int
   n_layer: int = 1
-  n_head: int = 8
-  mlp_ratio: int = 4
-  d_state: int = 16
-  d_conv: int = 4
-  expand: int = 2
-  dt_rank: Union[int, str] = "auto"
-  dt_min: float = 1e-3
-  dt_max: float = 0.1
-  dt_init_floor: float = 1e-4
-  scan_impl: str = "auto"
-  chunk_size: Optional[int] = None
-  attn_impl: str = "auto"
-  attn_block_size: int = 128
-  s4_mamba_dropout: float = 0.1
+  mixers: MixerConfigs = MixerConfigs()
   dropout: float = 0.0
-  init_style: str = inits.STYLE_MAMBA
-  norm: str = layers.NormKind.LAYER.value
+  init_style: inits.InitStyle = inits.STYLE_MAMBA
+  norm: layers.NormKind = layers.NormKind.LAYER
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+
+  def __post_init__(self):
+    object.__setattr__(self, "init_style", inits.check_style(self.init_style))
+    object.__setattr__(self, "norm", layers.parse_norm(self.norm))
 
 
 MixerFactory = Callable[[BlockSettings, str], nn.Module]
@@ -85,61 +221,52 @@ MixerFactory = Callable[[BlockSettings, str], nn.Module]
 
 def _mamba(s: BlockSettings, name: str) -> nn.Module:
   return mamba.MambaMixer(
-      d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand,
-      dt_rank=s.dt_rank, dt_min=s.dt_min, dt_max=s.dt_max,
-      dt_init_floor=s.dt_init_floor, scan_impl=s.scan_impl,
-      chunk_size=s.chunk_size, n_layer=s.n_layer, dtype=s.dtype,
-      param_dtype=s.param_dtype, name=name)
+      d_model=s.d_model, config=s.mixers.mamba, n_layer=s.n_layer,
+      dtype=s.dtype, param_dtype=s.param_dtype, name=name)
 
 
 def _attn(s: BlockSettings, name: str) -> nn.Module:
   return attention.CausalSelfAttention(
-      d_model=s.d_model, n_head=s.n_head, n_layer=s.n_layer,
-      init_style=s.init_style, attn_impl=s.attn_impl,
-      block_size=s.attn_block_size, dtype=s.dtype, param_dtype=s.param_dtype,
+      d_model=s.d_model, config=s.mixers.attention, n_layer=s.n_layer,
+      init_style=s.init_style, dtype=s.dtype, param_dtype=s.param_dtype,
       name=name)
 
 
 def _mlp(s: BlockSettings, name: str) -> nn.Module:
   return layers.MLP(
-      d_model=s.d_model, mlp_ratio=s.mlp_ratio, n_layer=s.n_layer,
+      d_model=s.d_model, config=s.mixers.mlp, n_layer=s.n_layer,
       init_style=s.init_style, dtype=s.dtype, param_dtype=s.param_dtype,
       name=name)
 
 
 def _s4d(s: BlockSettings, name: str) -> nn.Module:
   return s4.S4DMixer(
-      d_model=s.d_model, d_state=s.d_state, dt_min=s.dt_min, dt_max=s.dt_max,
-      dtype=s.dtype, param_dtype=s.param_dtype, name=name)
+      d_model=s.d_model, config=s.mixers.s4, dtype=s.dtype,
+      param_dtype=s.param_dtype, name=name)
 
 
 def _s4_mamba(s: BlockSettings, name: str) -> nn.Module:
   return s4.S4MambaMixer(
-      d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand,
-      dt_min=s.dt_min, dt_max=s.dt_max, dropout=s.s4_mamba_dropout,
-      n_layer=s.n_layer, dtype=s.dtype, param_dtype=s.param_dtype, name=name)
+      d_model=s.d_model, config=s.mixers.s4, n_layer=s.n_layer,
+      dtype=s.dtype, param_dtype=s.param_dtype, name=name)
 
 
-BLOCKS: dict[str, MixerFactory] = {
-    "mamba": _mamba,
-    "attn": _attn,
-    "mlp": _mlp,
-    "s4d": _s4d,
-    "s4_mamba": _s4_mamba,
+BLOCKS: dict[BlockKind, MixerFactory] = {
+    BlockKind.MAMBA: _mamba,
+    BlockKind.ATTN: _attn,
+    BlockKind.MLP: _mlp,
+    BlockKind.S4D: _s4d,
+    BlockKind.S4_MAMBA: _s4_mamba,
 }
 
 
-def get_block(kind: str) -> MixerFactory:
-  """Returns the mixer factory of block kind `kind`.
+def get_block(kind: Union[BlockKind, str]) -> MixerFactory:
+  """Returns the mixer factory of block kind `kind` (a member or its value).
 
   Raises:
-    ValueError: if `kind` is not a key of `BLOCKS`.
+    UserError: if `kind` is not a `BlockKind`.
   """
-  try:
-    return BLOCKS[kind]
-  except (KeyError, TypeError):
-    raise ValueError(f"Unknown block kind {kind!r}; expected one of "
-                     f"{sorted(BLOCKS)}.") from None
+  return BLOCKS[parse_kind(kind)]
 
 
 class Block(nn.Module):
@@ -151,10 +278,10 @@ class Block(nn.Module):
   stream would lose them.
 
   Attributes:
-    kind: a key of `BLOCKS`.
+    kind: a `BlockKind` (or its value).
     settings: the model's `BlockSettings`.
   """
-  kind: str
+  kind: BlockKind
   settings: BlockSettings
 
   @nn.nowrap

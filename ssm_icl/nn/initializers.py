@@ -19,28 +19,41 @@ to `dtype`, so a bfloat16 parameter sees the same distribution.
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import jax
 import jax.numpy as jnp
 
 Initializer = Callable[..., jax.Array]
 
-# Names of the two initialisation styles a block can use.
-STYLE_GPT2 = "gpt2"    # HF GPT-2 inside the Transformer backbone
-STYLE_MAMBA = "mamba"  # mixer_seq_simple._init_weights (Mamba-family models)
-STYLES = (STYLE_GPT2, STYLE_MAMBA)
+
+
+class InitStyle(enum.StrEnum):
+  """The two initialisation styles a block can use.
+
+  GPT2: HF GPT-2 inside the Transformer backbone.
+  MAMBA: `mixer_seq_simple._init_weights` (the Mamba-family models).
+  """
+  GPT2 = "gpt2"
+  MAMBA = "mamba"
+
+
+STYLE_GPT2 = InitStyle.GPT2
+STYLE_MAMBA = InitStyle.MAMBA
+STYLES = tuple(InitStyle)
 
 GPT2_STD = 0.02
 
 
-def check_style(style: str) -> str:
-  """Returns `style` if it is a known init style, else raises ValueError."""
-  if style not in STYLES:
+def check_style(style: Union[InitStyle, str]) -> InitStyle:
+  """The `InitStyle` of `style` (a member or its value), else ValueError."""
+  try:
+    return InitStyle(style)
+  except ValueError:
     raise ValueError(f"Unknown init style {style!r}; expected one of "
-                     f"{list(STYLES)}.")
-  return style
+                     f"{[s.value for s in InitStyle]}.") from None
 
 
 def uniform(bound: float) -> Initializer:

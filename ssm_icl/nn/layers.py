@@ -13,6 +13,7 @@ are stored in `param_dtype`; LayerNorm statistics are always float32.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Any, Optional, Union
 
@@ -21,6 +22,7 @@ from flax import struct
 import jax
 import jax.numpy as jnp
 
+from ssm_icl import errors
 from ssm_icl.nn import axes
 from ssm_icl.nn import initializers as inits
 
@@ -101,7 +103,7 @@ def layer_norm(*,
       name=name)
 
 
-class NormKind(str, enum.Enum):
+class NormKind(enum.StrEnum):
   """The normalisation of the blocks and the final norm.
 
   LAYER: LayerNorm (scale and bias), as in the paper's code and GPT-2.
@@ -157,9 +159,9 @@ class StatelessCache:
   """The decoding cache of a mixer without state (the MLP): no arrays."""
 
 
-def linear_inits(style: str, fan_in: int, n_layer: int, *,
-                 residual: bool) -> tuple[inits.Initializer,
-                                          inits.Initializer]:
+def linear_inits(
+    style: Union[inits.InitStyle, str], fan_in: int, n_layer: int, *,
+    residual: bool) -> tuple[inits.Initializer, inits.Initializer]:
   """Kernel and bias initialisers of a linear layer in an init style.
 
   Args:
@@ -185,6 +187,22 @@ def linear_inits(style: str, fan_in: int, n_layer: int, *,
   return kernel, inits.zeros
 
 
+@dataclasses.dataclass(frozen=True)
+class MlpConfig:
+  """Hyperparameters of an `MLP` (`ModelConfig` holds one).
+
+  To add an MLP hyperparameter, add a field here (with its check in
+  `__post_init__`); `ModelConfig` then accepts it as a flat key.
+
+  Attributes:
+    mlp_ratio: hidden width / D (4 in GPT-2).
+  """
+  mlp_ratio: int = 4
+
+  def __post_init__(self):
+    errors.check_positive_int("mlp_ratio", self.mlp_ratio)
+
+
 class MLP(nn.Module):
   """GPT-2 feed-forward mixer: c_fc (D -> r*D), gelu_new, c_proj (r*D -> D).
 
@@ -192,16 +210,16 @@ class MLP(nn.Module):
 
   Attributes:
     d_model: residual width D.
-    mlp_ratio: hidden width / D (4 in GPT-2).
+    config: the MLP hyperparameters (hidden width ratio).
     n_layer: the config's n_layer, for the c_proj init scaling.
     init_style: `inits.STYLE_GPT2` or `inits.STYLE_MAMBA`.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
   """
   d_model: int
-  mlp_ratio: int = 4
+  config: MlpConfig = MlpConfig()
   n_layer: int = 1
-  init_style: str = inits.STYLE_GPT2
+  init_style: inits.InitStyle = inits.STYLE_GPT2
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -216,7 +234,7 @@ class MLP(nn.Module):
                cache: Optional[StatelessCache] = None) -> Any:
     """Maps x: [b, l, D] to [b, l, D]; returns (y, cache) if cache is given."""
     del deterministic  # No dropout inside the MLP (the paper uses none).
-    hidden = self.mlp_ratio * self.d_model
+    hidden = self.config.mlp_ratio * self.d_model
     fc_k, fc_b = linear_inits(self.init_style, self.d_model, self.n_layer,
                               residual=False)
     proj_k, proj_b = linear_inits(self.init_style, hidden, self.n_layer,

@@ -22,6 +22,7 @@ parameters and D are stored in float32.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Union
 
 from flax import linen as nn
@@ -29,12 +30,41 @@ from flax import struct
 import jax
 import jax.numpy as jnp
 
+from ssm_icl import errors
 from ssm_icl.nn import axes
 from ssm_icl.nn import initializers as inits
 from ssm_icl.nn import layers
+from ssm_icl.nn import mamba
 from ssm_icl.ops import s4d as s4d_ops
 
 Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class S4Config(mamba.SSMConfig):
+  """Hyperparameters of `S4DMixer` and `S4MambaMixer` (`ModelConfig` holds one).
+
+  S4D uses d_state, dt_min and dt_max; S4-Mamba all fields. To add an S4
+  hyperparameter, add a field here (with its check in `__post_init__`).
+
+  Attributes:
+    d_state, d_conv, expand, dt_min, dt_max: see `mamba.SSMConfig`; the
+      kernel has d_state // 2 complex modes, so d_state must be at least 2
+      in a model with S4 blocks (checked by `ModelConfig`).
+    s4_mamba_dropout: dropout on the S4D output inside S4-Mamba (0.1 in the
+      reference), active only when `deterministic=False`; the mask is tied
+      over time.
+  """
+  s4_mamba_dropout: float = 0.1
+
+  def __post_init__(self):
+    super().__post_init__()
+    errors.check_fraction("s4_mamba_dropout", self.s4_mamba_dropout)
+
+  @property
+  def n_modes(self) -> int:
+    """Complex modes per channel, d_state // 2."""
+    return self.d_state // 2
 
 
 @struct.dataclass
@@ -105,26 +135,27 @@ class S4DMixer(nn.Module):
 
   Attributes:
     d_model: channels H = D.
-    d_state: state size; the kernel has d_state // 2 complex modes.
-    dt_min, dt_max: range of the initial step size.
+    config: the S4 hyperparameters (d_state, dt_min, dt_max are used).
     dropout: dropout after the GELU (0 in the paper), tied over time.
     dtype: compute dtype of output_linear.
     param_dtype: storage dtype of output_linear.
   """
   d_model: int
-  d_state: int = 16
-  dt_min: float = 1e-3
-  dt_max: float = 0.1
+  config: S4Config = S4Config()
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.nowrap
   def init_cache(self, batch: int, max_len: int) -> S4DCache:
-    """The state at the sequence start (zeros); max_len is not needed."""
+    """The state at the sequence start (zeros); max_len is not needed.
+
+    Returns:
+      An `S4DCache` with ssm [batch, d_model, d_state // 2, 2] zeros.
+    """
     del max_len
     return S4DCache(ssm=jnp.zeros(
-        (batch, self.d_model, self.d_state // 2, 2), jnp.float32))
+        (batch, self.d_model, self.config.n_modes, 2), jnp.float32))
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True,
@@ -135,13 +166,12 @@ class S4DMixer(nn.Module):
     With a cache (decoding), the mixer continues from it and returns
     (output, cache after x).
     """
-    h = self.d_model
+    h, c = self.d_model, self.config
     if cache is None:
-      y = _s4d_conv(self, x, self.d_state // 2, axes.EMBED, self.dt_min,
-                    self.dt_max)
+      y = _s4d_conv(self, x, c.n_modes, axes.EMBED, c.dt_min, c.dt_max)
     else:
-      y, ssm = _s4d_conv(self, x, self.d_state // 2, axes.EMBED, self.dt_min,
-                         self.dt_max, cache.ssm)
+      y, ssm = _s4d_conv(self, x, c.n_modes, axes.EMBED, c.dt_min, c.dt_max,
+                         cache.ssm)
       cache = S4DCache(ssm=ssm)
     # nn.GELU() in the reference is the exact (erf) GELU.
     y = nn.gelu(y, approximate=False)
@@ -164,12 +194,8 @@ class S4MambaMixer(nn.Module):
 
   Attributes:
     d_model: residual width D.
-    d_state: state size; the kernel has d_state // 2 complex modes.
-    d_conv: causal conv width.
-    expand: E = expand * D.
-    dt_min, dt_max: range of the initial step size.
-    dropout: dropout on the S4D output (0.1 in the reference), active only
-      when `deterministic=False`; the mask is tied over time.
+    config: the S4 hyperparameters (`S4Config.s4_mamba_dropout` is the
+      dropout on the S4D output).
     conv_bias: whether conv1d has a bias.
     bias: whether in_proj / out_proj have (zero-initialised) biases.
     n_layer: the config's n_layer; out_proj is scaled by 1/sqrt(n_layer).
@@ -177,12 +203,7 @@ class S4MambaMixer(nn.Module):
     param_dtype: storage dtype of projections and conv.
   """
   d_model: int
-  d_state: int = 16
-  d_conv: int = 4
-  expand: int = 2
-  dt_min: float = 1e-3
-  dt_max: float = 0.1
-  dropout: float = 0.1
+  config: S4Config = S4Config()
   conv_bias: bool = True
   bias: bool = False
   n_layer: int = 1
@@ -191,12 +212,18 @@ class S4MambaMixer(nn.Module):
 
   @nn.nowrap
   def init_cache(self, batch: int, max_len: int) -> S4MambaCache:
-    """The state at the sequence start (zeros); max_len is not needed."""
+    """The state at the sequence start (zeros); max_len is not needed.
+
+    Returns:
+      An `S4MambaCache` with conv [batch, d_conv - 1, E] and ssm
+      [batch, E, d_state // 2, 2] zeros.
+    """
     del max_len
-    e = self.expand * self.d_model
+    c = self.config
+    e = c.d_inner(self.d_model)
     return S4MambaCache(
-        conv=jnp.zeros((batch, self.d_conv - 1, e), self.dtype),
-        ssm=jnp.zeros((batch, e, self.d_state // 2, 2), jnp.float32))
+        conv=jnp.zeros((batch, c.d_conv - 1, e), self.dtype),
+        ssm=jnp.zeros((batch, e, c.n_modes, 2), jnp.float32))
 
   @nn.compact
   def __call__(self, h: jax.Array, deterministic: bool = True,
@@ -207,26 +234,27 @@ class S4MambaMixer(nn.Module):
     With a cache (decoding), the mixer continues from it and returns
     (output, cache after h).
     """
-    e = self.expand * self.d_model
+    c = self.config
+    e = c.d_inner(self.d_model)
     dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     xz = layers.dense(2 * e, (axes.EMBED, axes.INNER), use_bias=self.bias,
                       bias_init=inits.zeros, name="in_proj", **dense)(h)
     x, z = jnp.split(xz, 2, axis=-1)  # [b, l, e] each
     conv = layers.CausalDepthwiseConv1d(
-        width=self.d_conv, use_bias=self.conv_bias, name="conv1d", **dense)
+        width=c.d_conv, use_bias=self.conv_bias, name="conv1d", **dense)
     if cache is None:
       u = jax.nn.silu(conv(x))
-      y = _s4d_conv(self, u, self.d_state // 2, axes.INNER, self.dt_min,
-                    self.dt_max)  # [b, l, e] float32
+      y = _s4d_conv(self, u, c.n_modes, axes.INNER, c.dt_min,
+                    c.dt_max)  # [b, l, e] float32
     else:
       u, conv_state = conv(x, cache.conv)
       u = jax.nn.silu(u)
-      y, ssm = _s4d_conv(self, u, self.d_state // 2, axes.INNER, self.dt_min,
-                         self.dt_max, cache.ssm)
+      y, ssm = _s4d_conv(self, u, c.n_modes, axes.INNER, c.dt_min, c.dt_max,
+                         cache.ssm)
       cache = S4MambaCache(conv=conv_state, ssm=ssm)
-    if self.dropout > 0:
+    if c.s4_mamba_dropout > 0:
       # Tied over time (axis 1) like the reference DropoutNd(tie=True).
-      y = nn.Dropout(self.dropout, broadcast_dims=(1,))(
+      y = nn.Dropout(c.s4_mamba_dropout, broadcast_dims=(1,))(
           y, deterministic=deterministic)
     y = y.astype(self.dtype) * z  # linear gate, as in the reference
     out = layers.dense(

@@ -19,6 +19,7 @@ positions, c number of blocks, t positions per block.
 
 from __future__ import annotations
 
+import enum
 import math
 
 import jax
@@ -28,9 +29,33 @@ import jax.numpy as jnp
 _F32 = jnp.float32
 # Large negative, finite logit for masked pairs; exp(_MASK - max) == 0.
 _MASK = -1e30
-_IMPLS = ("auto", "dense", "blocked")
 # "auto" uses dense attention up to this length.
 DENSE_MAX_LENGTH = 512
+
+
+class AttnImpl(enum.StrEnum):
+  """The attention core of `causal_attention`.
+
+  DENSE materialises the [b, h, l, l] logits; BLOCKED runs the online
+  softmax over blocks (long prompts); AUTO is dense up to
+  `DENSE_MAX_LENGTH` positions, blocked beyond.
+  """
+  AUTO = "auto"
+  DENSE = "dense"
+  BLOCKED = "blocked"
+
+
+def parse_impl(impl: AttnImpl | str, field: str = "attn_impl") -> AttnImpl:
+  """An `AttnImpl` from itself or its string value.
+
+  Raises:
+    ValueError: naming the bad value and the valid ones.
+  """
+  try:
+    return AttnImpl(impl)
+  except ValueError:
+    raise ValueError(f"Unknown {field} {impl!r}; expected one of "
+                     f"{[m.value for m in AttnImpl]}.") from None
 
 
 def _check_inputs(q, k, v, block_size):
@@ -137,7 +162,8 @@ def _blocked(q, k, v, bias, scale, block):
 
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
-                     impl: str = "auto", block_size: int = 128,
+                     impl: AttnImpl | str = AttnImpl.AUTO,
+                     block_size: int = 128,
                      bias: jax.Array | None = None) -> jax.Array:
   """Causal softmax(q k^T / sqrt(d) + bias) v.
 
@@ -145,9 +171,10 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     q: [b, l, h, d] queries.
     k: [b, l, h, d] keys.
     v: [b, l, h, d] values.
-    impl: "dense" (materialised logits), "blocked" (online softmax over
-      blocks, O(b l h d + block^2) memory in forward and backward) or "auto"
-      (dense for l <= DENSE_MAX_LENGTH, else blocked).
+    impl: an `AttnImpl` or its value: "dense" (materialised logits),
+      "blocked" (online softmax over blocks, O(b l h d + block^2) memory in
+      forward and backward) or "auto" (dense for l <= DENSE_MAX_LENGTH, else
+      blocked).
     block_size: query/key positions per block for "blocked"; lengths that
       are not multiples are padded.
     bias: optional additive logit bias broadcastable to [b, h, l, l].
@@ -158,9 +185,7 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   Raises:
     ValueError: on an unknown impl or mismatched shapes.
   """
-  if impl not in _IMPLS:
-    raise ValueError(f"Unknown attention impl {impl!r}; expected one of "
-                     f"{', '.join(repr(s) for s in _IMPLS)}.")
+  impl = parse_impl(impl, "attention impl")
   _check_inputs(q, k, v, block_size)
   batch, length, heads, _ = q.shape
   if bias is not None:
@@ -173,10 +198,10 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       raise ValueError(f"bias of shape {bias.shape} must broadcast to "
                        f"[batch, heads, length, length] = "
                        f"{(batch, heads, length, length)} with 4 dims.")
-  if impl == "auto":
-    impl = "dense" if length <= DENSE_MAX_LENGTH else "blocked"
+  if impl is AttnImpl.AUTO:
+    impl = AttnImpl.DENSE if length <= DENSE_MAX_LENGTH else AttnImpl.BLOCKED
   scale = 1.0 / math.sqrt(q.shape[-1])
-  if impl == "dense":
+  if impl is AttnImpl.DENSE:
     out = _dense(q, k, v, bias, scale)
   else:
     out = _blocked(q, k, v, bias, scale, min(block_size, length))

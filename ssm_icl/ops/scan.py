@@ -32,7 +32,7 @@ import jax.numpy as jnp
 _ACC_DTYPE = jnp.float32
 
 
-class ScanImpl(enum.Enum):
+class ScanImpl(enum.StrEnum):
   """How a linear recurrence is scheduled over the time axis."""
   AUTO = "auto"
   SEQUENTIAL = "sequential"

@@ -194,7 +194,7 @@ class LayoutTest(parameterized.TestCase):
       (("mamba", "attn", "mlp"), (0, 0, 0)),
   )
   def test_scan_layout(self, pattern, expected):
-    self.assertEqual(models.scan_layout(pattern), expected)
+    self.assertEqual(backbone.scan_layout(pattern), expected)
 
 
 class InitTest(absltest.TestCase):

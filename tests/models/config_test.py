@@ -1,13 +1,26 @@
 """Tests for ssm_icl.models.config."""
 
+import dataclasses
+import enum
+import json
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax.numpy as jnp
 import ml_collections
 
+from ssm_icl import models
+from ssm_icl import ops
 from ssm_icl.models import config as config_lib
+from ssm_icl.nn import blocks
+from ssm_icl.nn import layers
+from ssm_icl.ops import scan as scan_lib
 
 ModelConfig = config_lib.ModelConfig
+
+
+def _value(x):
+  return x.value if isinstance(x, enum.Enum) else x
 
 
 class ModelConfigTest(parameterized.TestCase):
@@ -69,7 +82,8 @@ class ModelConfigTest(parameterized.TestCase):
     cfg = ModelConfig(family="hybrid", d_model=32, n_layer=3,
                       param_dtype="bfloat16", dt_rank=5)
     s = cfg.block_settings()
-    self.assertEqual((s.d_model, s.n_layer, s.dt_rank), (32, 3, 5))
+    self.assertEqual((s.d_model, s.n_layer, s.mixers.mamba.dt_rank),
+                     (32, 3, 5))
     self.assertIs(s.param_dtype, jnp.bfloat16)
     self.assertEqual(s.init_style, "mamba")
     self.assertEqual(cfg.resolved_dt_rank, 5)
@@ -139,6 +153,64 @@ class ModelConfigTest(parameterized.TestCase):
   def test_mamba_does_not_need_divisible_heads(self):
     self.assertEqual(ModelConfig(family="mamba", d_model=20, n_head=8).d_model,
                      20)
+
+  def test_every_sub_config_field_is_a_flat_key(self):
+    # Why one dataclass is enough for a new block hyperparameter: the flat
+    # keys are derived from the sub-configs' fields, nothing lists them.
+    subs = blocks.MixerConfigs()
+    names = {f.name for sub in (subs.mamba, subs.attention, subs.s4, subs.mlp)
+             for f in dataclasses.fields(sub)}
+    self.assertEqual(set(blocks.MixerConfigs.flat_keys()), names)
+    cfg = ModelConfig()
+    for name in names:
+      self.assertEqual(cfg.to_dict()[name], _value(getattr(cfg, name)))
+    self.assertEqual(ModelConfig(**cfg.to_dict()), cfg)
+
+  def test_flat_keys_reach_every_sub_config(self):
+    cfg = ModelConfig(d_state=8, n_head=2, mlp_ratio=2, scan_impl="chunked",
+                      s4_mamba_dropout=0.0)
+    m = cfg.mixers
+    self.assertEqual((m.mamba.d_state, m.s4.d_state), (8, 8))
+    self.assertEqual((m.attention.n_head, m.mlp.mlp_ratio), (2, 2))
+    self.assertIs(m.mamba.scan_impl, scan_lib.ScanImpl.CHUNKED)
+    self.assertEqual(cfg.replace(d_state=4).mixers.s4.d_state, 4)
+    self.assertEqual(cfg.block_settings().mixers, m)
+
+  def test_sub_configs_given_apart_round_trip(self):
+    cfg = ModelConfig(family="custom", pattern="mamba,s4d",
+                      mixers={"s4": {"d_state": 4}})
+    self.assertEqual((cfg.mixers.mamba.d_state, cfg.mixers.s4.d_state),
+                     (16, 4))
+    d = cfg.to_dict()
+    self.assertNotIn("d_state", d)
+    self.assertEqual(d["mixers"], {"mamba": {"d_state": 16},
+                                   "s4": {"d_state": 4}})
+    self.assertEqual(ModelConfig.from_config_dict(d), cfg)
+    with self.assertRaisesRegex(ValueError, r"d_state differs .*mixers\."):
+      _ = cfg.d_state
+    # A flat key overrides both again.
+    self.assertEqual(cfg.replace(d_state=8).to_dict()["d_state"], 8)
+
+  def test_enums_are_parsed_and_saved_as_strings(self):
+    cfg = ModelConfig(family="custom", pattern="attn,mlp", attn_impl="dense",
+                      norm="rms", init="gpt2", pos_emb="learned")
+    self.assertIs(cfg.mixers.attention.attn_impl, ops.AttnImpl.DENSE)
+    self.assertIs(cfg.norm, layers.NormKind.RMS)
+    self.assertIs(cfg.init, models.ModelInit.GPT2)
+    self.assertIs(cfg.pos_emb, models.PosEmb.LEARNED)
+    self.assertEqual(cfg.pattern, (blocks.BlockKind.ATTN, blocks.BlockKind.MLP))
+    d = cfg.to_dict()
+    self.assertEqual((d["attn_impl"], d["norm"], d["init"], d["pos_emb"],
+                      d["pattern"]),
+                     ("dense", "rms", "gpt2", "learned", ["attn", "mlp"]))
+    self.assertEqual(json.loads(json.dumps(d)), d)
+
+  def test_bad_mixers_are_named(self):
+    with self.assertRaisesRegex(ValueError, r"Unknown mixers keys \['ssm'\]"):
+      ModelConfig(mixers={"ssm": {}})
+    with self.assertRaisesRegex(ValueError,
+                                r"Unknown mixers.mamba keys \['n_head'\]"):
+      ModelConfig(mixers={"mamba": {"n_head": 2}})
 
   def test_is_frozen(self):
     cfg = ModelConfig()

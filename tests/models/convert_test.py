@@ -344,7 +344,8 @@ class MixerTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ("mamba", mamba.MambaMixer(d_model=_D), "conv1d.weight", (32, 1, 4)),
-      ("attn", attention.CausalSelfAttention(d_model=_D, n_head=2),
+      ("attn", attention.CausalSelfAttention(
+          d_model=_D, config=attention.AttentionConfig(n_head=2)),
        "c_attn.weight", (48, _D)),
       ("s4d", s4.S4DMixer(d_model=_D), "s4.kernel.C", (_D, 8, 2)),
       ("s4_mamba", s4.S4MambaMixer(d_model=_D), "S4DMamba.D", (32,)),

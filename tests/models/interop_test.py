@@ -236,7 +236,8 @@ class MixerTest(parameterized.TestCase):
   def test_mamba_mixer_matches_transformers(self, impl):
     hf = _perturb(modeling_mamba.MambaMixer(_mamba_config(1), layer_idx=0),
                   seed=1)
-    ours = mamba.MambaMixer(d_model=_D, scan_impl=impl)
+    ours = mamba.MambaMixer(d_model=_D,
+                            config=mamba.MambaConfig(scan_impl=impl))
     params = convert.load_mixer_state_dict(ours, hf.state_dict())
     h = np.random.default_rng(2).normal(size=(_BATCH, _LEN, _D)).astype(
         np.float32)

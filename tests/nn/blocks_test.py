@@ -10,10 +10,12 @@ import numpy as np
 from ssm_icl.nn import axes
 from ssm_icl.nn import blocks
 from ssm_icl.nn import layers
+from ssm_icl.nn import s4
 
 _D = 16
-_SETTINGS = blocks.BlockSettings(d_model=_D, n_head=2, d_state=4,
-                                 s4_mamba_dropout=0.0)
+_SETTINGS = blocks.BlockSettings(
+    d_model=_D, mixers=blocks.MixerConfigs().replace_flat(
+        dict(n_head=2, d_state=4, s4_mamba_dropout=0.0)))
 
 
 class RegistryTest(absltest.TestCase):
@@ -24,8 +26,38 @@ class RegistryTest(absltest.TestCase):
 
   def test_unknown_block_lists_valid_names(self):
     with self.assertRaisesRegex(
-        ValueError, r"'lstm'.*\['attn', 'mamba', 'mlp', 's4_mamba', 's4d'\]"):
+        ValueError, r"'lstm'.*\['mamba', 'attn', 'mlp', 's4d', 's4_mamba'\]"):
       blocks.get_block("lstm")
+
+
+class MixerConfigsTest(absltest.TestCase):
+
+  def test_flat_keys_route_to_every_owner(self):
+    m = blocks.MixerConfigs().replace_flat({"d_state": 6, "n_head": 2})
+    self.assertEqual((m.mamba.d_state, m.s4.d_state, m.attention.n_head),
+                     (6, 6, 2))
+    self.assertEqual(m.flat_value("d_state"), 6)
+    self.assertIn("mlp_ratio", blocks.MixerConfigs.flat_keys())
+
+  def test_unknown_and_ambiguous_keys(self):
+    with self.assertRaisesRegex(ValueError,
+                                r"Unknown block hyperparameters \['heads'\]"):
+      blocks.MixerConfigs().replace_flat({"heads": 2})
+    with self.assertRaises(AttributeError):
+      blocks.MixerConfigs().flat_value("heads")
+    apart = blocks.MixerConfigs(s4={"d_state": 4})
+    self.assertEqual(apart.s4, s4.S4Config(d_state=4))
+    with self.assertRaisesRegex(ValueError, "d_state differs"):
+      apart.flat_value("d_state")
+
+  def test_sub_config_type_is_checked(self):
+    with self.assertRaisesRegex(TypeError, "mixers.mlp must be a MlpConfig"):
+      blocks.MixerConfigs(mlp=4)
+
+  def test_block_kind_parsing(self):
+    self.assertIs(blocks.parse_kind("s4d"), blocks.BlockKind.S4D)
+    self.assertIs(blocks.get_block("attn"), blocks.get_block(
+        blocks.BlockKind.ATTN))
 
 
 class BlockTest(parameterized.TestCase):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl.nn import axes
 from ssm_icl.nn import initializers as inits
 from ssm_icl.nn import layers
@@ -93,7 +94,8 @@ class MLPTest(parameterized.TestCase):
 
   def test_matches_numpy_gelu_new(self):
     x = jax.random.normal(jax.random.key(1), (2, 3, 8))
-    mlp = layers.MLP(d_model=8, mlp_ratio=4, init_style=inits.STYLE_MAMBA)
+    mlp = layers.MLP(d_model=8, config=layers.MlpConfig(mlp_ratio=4),
+                     init_style=inits.STYLE_MAMBA)
     variables, p = _init(mlp, x)
     h = np.asarray(x) @ p["c_fc"]["kernel"] + p["c_fc"]["bias"]
     want = _gelu_tanh(h) @ p["c_proj"]["kernel"] + p["c_proj"]["bias"]
@@ -127,6 +129,15 @@ class MLPTest(parameterized.TestCase):
     mlp = layers.MLP(d_model=8, init_style="xavier")
     with self.assertRaisesRegex(ValueError, "Unknown init style 'xavier'"):
       mlp.init(jax.random.key(0), jnp.zeros((1, 1, 8)))
+
+
+class MlpConfigTest(absltest.TestCase):
+
+  def test_ratio_must_be_a_positive_int(self):
+    self.assertEqual(layers.MlpConfig(mlp_ratio=2).mlp_ratio, 2)
+    with self.assertRaisesRegex(errors.UserError,
+                                "mlp_ratio must be positive, got 0"):
+      layers.MlpConfig(mlp_ratio=0)
 
 
 class CausalDepthwiseConv1dTest(parameterized.TestCase):

@@ -9,10 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl.nn import axes
 from ssm_icl.nn import mamba
+from ssm_icl.ops import scan as scan_lib
 
 _D_MODEL = 16
+_STATE4 = mamba.MambaConfig(d_state=4)
 
 
 def _silu(x):
@@ -72,8 +75,9 @@ class MambaMixerTest(parameterized.TestCase):
                                   ("pallas", "pallas"))  # interpret on CPU
   def test_matches_per_step_recomputation(self, scan_impl):
     h = jax.random.normal(jax.random.key(1), (2, 9, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4, scan_impl=scan_impl,
-                             chunk_size=4)
+    mixer = mamba.MambaMixer(
+        d_model=_D_MODEL,
+        config=mamba.MambaConfig(d_state=4, scan_impl=scan_impl, chunk_size=4))
     variables, p = _init(mixer, h)
     # Perturb the init so A_log and D are not constants.
     p = jax.tree.map(
@@ -149,7 +153,7 @@ class MambaMixerTest(parameterized.TestCase):
 
   def test_bfloat16_compute_keeps_ssm_params_float32(self):
     h = jax.random.normal(jax.random.key(1), (2, 5, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4,
+    mixer = mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4,
                              dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     variables, p = _init(mixer, h)
     self.assertEqual(p["in_proj"]["kernel"].dtype, jnp.bfloat16)
@@ -158,14 +162,14 @@ class MambaMixerTest(parameterized.TestCase):
     y = _apply(mixer, variables, h)
     self.assertEqual(y.dtype, jnp.bfloat16)
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p)
-    want = _apply(mamba.MambaMixer(d_model=_D_MODEL, d_state=4),
+    want = _apply(mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4),
                   {"params": p32}, h)
     np.testing.assert_allclose(y.astype(jnp.float32), want, rtol=0.1,
                                atol=0.05)
 
   def test_is_causal(self):
     h = jax.random.normal(jax.random.key(1), (1, 8, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4)
+    mixer = mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4)
     variables, _ = _init(mixer, h)
     y = _apply(mixer, variables, h)
     y2 = _apply(mixer, variables, h.at[:, 4].set(3.0))
@@ -186,7 +190,7 @@ class MambaMixerTest(parameterized.TestCase):
 
   def test_cache_continues_the_sequence(self):
     h = jax.random.normal(jax.random.key(1), (2, 7, _D_MODEL))
-    mixer = mamba.MambaMixer(d_model=_D_MODEL, d_state=4)
+    mixer = mamba.MambaMixer(d_model=_D_MODEL, config=_STATE4)
     variables, _ = _init(mixer, h)
     want = _apply(mixer, variables, h)
     cache = mixer.init_cache(2, max_len=7)
@@ -200,6 +204,30 @@ class MambaMixerTest(parameterized.TestCase):
     got = jnp.concatenate(steps, axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-5,
                                atol=1e-5 * np.abs(want).max())
+
+
+class MambaConfigTest(parameterized.TestCase):
+
+  def test_defaults_and_derived_sizes(self):
+    c = mamba.MambaConfig()
+    self.assertEqual((c.d_state, c.d_conv, c.expand), (16, 4, 2))
+    self.assertEqual((c.d_inner(40), c.resolved_dt_rank(40)), (80, 3))
+    self.assertIs(mamba.MambaConfig(scan_impl="chunked").scan_impl,
+                  scan_lib.ScanImpl.CHUNKED)
+
+  @parameterized.named_parameters(
+      ("d_state", dict(d_state=0), "d_state must be positive, got 0"),
+      ("expand", dict(expand=1.5), "expand must be an int, got 1.5"),
+      ("dt_rank", dict(dt_rank="big"), "dt_rank must be an int, got 'big'"),
+      ("dt_order", dict(dt_min=0.2), "dt_min=0.2 must not exceed dt_max=0.1"),
+      ("floor", dict(dt_init_floor=0), "dt_init_floor must be a positive"),
+      ("scan_impl", dict(scan_impl="fast"),
+       r"Unknown scan_impl 'fast'; expected one of \['auto', 'sequential'"),
+      ("chunk_size", dict(chunk_size=-1), "chunk_size must be positive"),
+  )
+  def test_bad_values_name_the_field(self, kwargs, message):
+    with self.assertRaisesRegex(errors.UserError, message):
+      mamba.MambaConfig(**kwargs)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm_icl import errors
 from ssm_icl.nn import axes
+from ssm_icl.nn import mamba
 from ssm_icl.nn import s4
 
 _D = 16
@@ -55,7 +57,7 @@ class S4DMixerTest(parameterized.TestCase):
 
   def test_matches_numpy(self):
     x = jax.random.normal(jax.random.key(1), (2, 7, _D))
-    mixer = s4.S4DMixer(d_model=_D, d_state=4)
+    mixer = s4.S4DMixer(d_model=_D, config=s4.S4Config(d_state=4))
     _, p = _init(mixer, x)
     p64, x64 = _as64(p), np.asarray(x, np.float64)
     y = _s4d_conv(p64, x64)
@@ -66,7 +68,7 @@ class S4DMixerTest(parameterized.TestCase):
                                rtol=1e-4, atol=1e-5)
 
   def test_params_init_and_axes(self):
-    mixer = s4.S4DMixer(d_model=_D, d_state=16)
+    mixer = s4.S4DMixer(d_model=_D, config=s4.S4Config(d_state=16))
     variables, p = _init(mixer, jnp.zeros((1, 4, _D)))
     shapes = jax.tree.map(lambda a: a.shape, p)
     self.assertEqual(shapes, {
@@ -95,7 +97,7 @@ class S4DMixerTest(parameterized.TestCase):
 
   def test_is_causal(self):
     x = jax.random.normal(jax.random.key(1), (1, 8, _D))
-    mixer = s4.S4DMixer(d_model=_D, d_state=4)
+    mixer = s4.S4DMixer(d_model=_D, config=s4.S4Config(d_state=4))
     variables, _ = _init(mixer, x)
     y = _apply(mixer, variables, x)
     y2 = _apply(mixer, variables, x.at[:, 5].set(4.0))
@@ -107,7 +109,8 @@ class S4MambaMixerTest(parameterized.TestCase):
 
   def test_matches_numpy_in_eval_mode(self):
     x = jax.random.normal(jax.random.key(1), (2, 7, _D))
-    mixer = s4.S4MambaMixer(d_model=_D, d_state=4, n_layer=2)
+    mixer = s4.S4MambaMixer(d_model=_D, config=s4.S4Config(d_state=4),
+                            n_layer=2)
     _, p = _init(mixer, x)
     p64, x64 = _as64(p), np.asarray(x, np.float64)
     xz = x64 @ p64["in_proj"]["kernel"]
@@ -127,7 +130,8 @@ class S4MambaMixerTest(parameterized.TestCase):
 
   def test_dropout_only_in_training_and_tied_over_time(self):
     x = jax.random.normal(jax.random.key(1), (2, 6, _D))
-    mixer = s4.S4MambaMixer(d_model=_D, d_state=4, dropout=0.5)
+    mixer = s4.S4MambaMixer(
+        d_model=_D, config=s4.S4Config(d_state=4, s4_mamba_dropout=0.5))
     variables, _ = _init(mixer, x)
 
     def run(deterministic, seed=0):
@@ -155,12 +159,28 @@ class S4MambaMixerTest(parameterized.TestCase):
 
   def test_is_causal(self):
     x = jax.random.normal(jax.random.key(1), (1, 8, _D))
-    mixer = s4.S4MambaMixer(d_model=_D, d_state=4)
+    mixer = s4.S4MambaMixer(d_model=_D, config=s4.S4Config(d_state=4))
     variables, _ = _init(mixer, x)
     y = _apply(mixer, variables, x)
     y2 = _apply(mixer, variables, x.at[:, 5].set(4.0))
     np.testing.assert_allclose(y[:, :5], y2[:, :5], atol=1e-5)
     self.assertGreater(np.abs(y[:, 5:] - y2[:, 5:]).max(), 1e-3)
+
+
+class S4ConfigTest(absltest.TestCase):
+
+  def test_shares_the_ssm_fields(self):
+    c = s4.S4Config(d_state=6, dt_max=0.2)
+    self.assertIsInstance(c, mamba.SSMConfig)
+    self.assertEqual((c.n_modes, c.d_inner(8), c.s4_mamba_dropout),
+                     (3, 16, 0.1))
+
+  def test_bad_values_name_the_field(self):
+    with self.assertRaisesRegex(errors.UserError,
+                                r"s4_mamba_dropout must be a number in"):
+      s4.S4Config(s4_mamba_dropout=1.0)
+    with self.assertRaisesRegex(errors.UserError, "d_conv must be positive"):
+      s4.S4Config(d_conv=0)
 
 
 if __name__ == "__main__":

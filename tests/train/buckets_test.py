@@ -21,6 +21,7 @@ import numpy as np
 from configs import linear_regression
 from configs import many_outlier_regression
 from ssm_icl import models
+from ssm_icl.models import families
 from ssm_icl import tasks
 from ssm_icl.tasks import base
 from ssm_icl.train import buckets
@@ -126,7 +127,7 @@ def _relative(got, want):
 
 class PaddedEqualsExactTest(parameterized.TestCase):
 
-  @parameterized.parameters(*models.FAMILIES)
+  @parameterized.parameters(*families.FAMILIES)
   def test_loss_and_gradients(self, family):
     config = linear_regression.get_config(f"{family},tiny")
     task, curriculum, model_cfg, _ = loop.build(config)
