@@ -19,6 +19,16 @@ generated on device, Adam + clipping):
     unless named in `--cases`.
 `--precisions=default,highest` times every case at both matmul precisions
 and prints the ratio (the paper configs train at "highest").
+
+PyTorch peers (with the `interop` extra installed; `--nopeers` skips them):
+the transformer and mamba cases are also timed as the reference code's
+models in PyTorch on the same shapes (`torch_peers.py`: Hugging Face
+`GPT2Model`, and a stack of Hugging Face `MambaMixer` blocks), in the same
+invocation, and the step-time ratios are printed with the CPU targets (our
+Transformer step >= 2x faster than GPT2Model's, Mamba >= 40x faster than
+the MambaMixer stack's). Run it on an otherwise idle machine: PyTorch's
+OpenMP threads slow down far more than XLA's under CPU contention, which
+would flatter the ratios.
 Reports compile time (lower + compile), median step time over `--steps`
 timed steps after one warm-up step, steps/s and tokens/s, printed as a table
 and optionally written as JSON, with the kernel's targets: the paper
@@ -45,6 +55,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+import torch_peers
 from configs import linear_regression
 from configs import many_outlier_regression
 from ssm_icl import models
@@ -64,6 +75,14 @@ _DEEP_BATCH = flags.DEFINE_integer(
     "4 on CPU).")
 _JSON = flags.DEFINE_string("json", None, "Write the results here as JSON.")
 _CASES = flags.DEFINE_list("cases", None, "Run only these cases.")
+_PEERS = flags.DEFINE_bool(
+    "peers", True, "Also time the PyTorch peers of the transformer and mamba "
+    "cases (needs the interop extra).")
+_PEER_STEPS = flags.DEFINE_integer(
+    "peer_steps", None, "Timed steps of each PyTorch peer (default: --steps "
+    "for GPT2Model, 2 for the MambaMixer stack, whose CPU step takes ~40 s).")
+# Step-time targets on a CPU: peer step / our step must reach these.
+PEER_TARGETS = {"transformer": 2.0, "mamba": 40.0}
 _PALLAS_SUFFIX = "_pallas"
 _PRECISIONS = flags.DEFINE_list(
     "precisions", None, "Matmul precisions to time each case at, e.g. "
@@ -143,6 +162,16 @@ def bench(config, n_points: int, steps: int,
       jax.block_until_ready(metrics)
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
+  peer = None
+  if (_PEERS.value and model_cfg.family in PEER_TARGETS
+      and not model_cfg.scan_impl == "pallas" and torch_peers.available()):
+    peer_steps = _PEER_STEPS.value or (
+        steps if model_cfg.family == "transformer" else 2)
+    peer = torch_peers.bench(
+        model_cfg, batch=batch, n_tokens=task.seq_len(n_points),
+        n_positions=config.model.n_positions,
+        grad_clip=config.train.grad_clip, lr=config.train.lr,
+        steps=peer_steps)
   tokens = batch * task.seq_len(n_points)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {
@@ -151,7 +180,7 @@ def bench(config, n_points: int, steps: int,
       "tokens_per_prompt": task.seq_len(n_points), "params": int(n_params),
       "compile_s": compile_s, "step_ms": 1e3 * step_s,
       "steps_per_s": 1.0 / step_s, "tokens_per_s": tokens / step_s,
-      "loss": float(metrics["train/loss"]),
+      "loss": float(metrics["train/loss"]), "peer": peer,
   }
 
 
@@ -197,6 +226,21 @@ def main(argv):
       ratio = results[mamba]["step_ms"] / results["transformer"]["step_ms"]
       target = " (target <= 1.5)" if mamba.endswith(_PALLAS_SUFFIX) else ""
       print(f"\n{mamba} / transformer step-time ratio: {ratio:.2f}{target}")
+  for name, r in results.items():
+    peer = r.get("peer")
+    if peer:
+      family = r["family"]
+      ratio = peer["step_ms"] / r["step_ms"]
+      r["peer_ratio"] = ratio
+      print(f"\n{name}: PyTorch {peer['impl']} step {peer['step_ms']:.0f} ms "
+            f"({peer['threads']} threads, torch {peer['torch']}, "
+            f"transformers {peer['transformers']}) / ours "
+            f"{r['step_ms']:.0f} ms = {ratio:.2f}x (target >= "
+            f"{PEER_TARGETS[family]:g}x: "
+            f"{'met' if ratio >= PEER_TARGETS[family] else 'NOT met'})")
+  if _PEERS.value and not torch_peers.available():
+    print("\nPyTorch peers not measured: install the interop extra "
+          "(pip install -e .[interop]).")
   deep = "deep_mamba_1024" + _PALLAS_SUFFIX
   if deep in results:
     print(f"{deep} step: {results[deep]['step_ms']:.0f} ms (target <= 200 "
