@@ -33,25 +33,15 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 jax.config.update("jax_compilation_cache_dir",
                   os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 # absl's temp dir (absltest.get_default_test_tmpdir(), the parent of every
 # create_tempdir()) defaults to one fixed directory per machine, which tests
 # that keep a class-level workdir there would share with the other xdist
-# workers and with any other test run on the machine. Each pytest session
-# gets a fresh one instead (removed at its end), and each xdist worker its
-# own subdirectory of the session's (workers inherit the controller's
-# environment), or of TEST_TMPDIR where the caller set it. absltest reads the
-# variable when it is imported, which the test modules do after this.
+# workers and with any other test run on the machine (see pytest_configure).
 _OWN_TMPDIR = None
-if "TEST_TMPDIR" not in os.environ:
-  _OWN_TMPDIR = tempfile.mkdtemp(prefix="ssm_icl_tests_")
-  os.environ["TEST_TMPDIR"] = _OWN_TMPDIR
-if "PYTEST_XDIST_WORKER" in os.environ:
-  os.environ["TEST_TMPDIR"] = os.path.join(os.environ["TEST_TMPDIR"],
-                                           os.environ["PYTEST_XDIST_WORKER"])
-os.makedirs(os.environ["TEST_TMPDIR"], exist_ok=True)
 
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
@@ -114,6 +104,26 @@ def pytest_pycollect_makemodule(module_path, parent):
   if not missing:
     return None
   return _InteropModule.from_parent(parent, path=module_path, missing=missing)
+
+
+def pytest_configure(config):
+  """Gives this pytest session, and each of its xdist workers, a temp dir.
+
+  The session's is fresh (removed at its end) unless the caller set
+  TEST_TMPDIR; each worker takes a subdirectory of it named after itself (the
+  workers inherit the controller's environment). It runs before the test
+  modules are imported, and with them absltest, which reads TEST_TMPDIR then.
+  A worker is told by `config.workerinput`, not by PYTEST_XDIST_WORKER, which
+  the subprocesses of a worker's tests inherit.
+  """
+  global _OWN_TMPDIR
+  if "TEST_TMPDIR" not in os.environ:
+    _OWN_TMPDIR = tempfile.mkdtemp(prefix="ssm_icl_tests_")
+    os.environ["TEST_TMPDIR"] = _OWN_TMPDIR
+  worker = getattr(config, "workerinput", {}).get("workerid")
+  if worker is not None:
+    os.environ["TEST_TMPDIR"] = os.path.join(os.environ["TEST_TMPDIR"], worker)
+  os.makedirs(os.environ["TEST_TMPDIR"], exist_ok=True)
 
 
 def pytest_unconfigure(config):
