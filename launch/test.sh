@@ -12,18 +12,22 @@
 # deselected (`-m "not interop"`, counted in pytest's summary). See
 # launch/common.sh for the variables. Installs are skipped when already done
 # (the newest stack always asks the index for upgrades). Prints the stack's
-# versions, runs pytest (pytest.ini sets the test paths) and exits with its
-# status; "no tests collected" counts as a failure.
+# versions, runs pytest (pytest.ini sets the test paths) on every core and
+# exits with its status; "no tests collected" counts as a failure.
 set -euo pipefail
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 start=$SECONDS
 ensure_venv
-pytest_args=("$@")
+# pytest-xdist (the `test` extra) runs one worker per core and hands each
+# worker whole files, in collection order, which tests/conftest.py starts with
+# the files that hold `slow` tests. Later arguments win: `-n 0` runs the
+# tests in this process.
+pytest_args=(-n auto --dist loadfile --no-loadscope-reorder "$@")
 if [[ "$STACK" == newest ]]; then
   ensure_package "test"
-  pytest_args=(-m "not interop" "$@")
+  pytest_args=(-m "not interop" "${pytest_args[@]}")
 else
   ensure_torch_cpu
   ensure_package "test,interop"

@@ -20,6 +20,7 @@ import tempfile
 from absl.testing import absltest
 from etils import epath
 import numpy as np
+import pytest
 
 from ssm_icl.reproduce import plan as plan_lib
 from ssm_icl.reproduce import runner
@@ -55,6 +56,7 @@ def _complete_steps(workdir: str) -> list[int]:
   return steps
 
 
+@pytest.mark.slow
 class TrainAndEvalTest(absltest.TestCase):
 
   @classmethod
@@ -129,6 +131,7 @@ class TrainAndEvalTest(absltest.TestCase):
     self.assertIn("| linear_regression |", (out / "table.md").read_text())
 
 
+@pytest.mark.slow
 class ReproduceTest(absltest.TestCase):
 
   def test_smoke_suite_run_on_gcs_and_resumed(self):

@@ -22,6 +22,8 @@ from absl.testing import parameterized
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "launch", "*.sh")) +
                  [os.path.join(ROOT, ".ci", "run")])
+# The pytest-xdist arguments launch/test.sh puts before the caller's.
+XDIST = "-n auto --dist loadfile --no-loadscope-reorder"
 # Variables of the scripts that must not leak in from the caller.
 _CLEARED = ("TPU_NAME", "ZONE", "PROJECT", "ACCEL", "VERSION", "QR_ID",
             "REPO_DIR", "DRY_RUN", "NUM_GPUS", "LOG_DIR", "WORKDIR", "CI",
@@ -145,13 +147,13 @@ class SetupScriptsTest(ScriptTestCase):
         f"-m venv {self.venv}",
         "-m pip install --quiet --disable-pip-version-check torch==2.13.0",
         "-m pip install --quiet --disable-pip-version-check -e .[test,interop]",
-        "-m pytest tests/ops -x",
+        f"-m pytest {XDIST} tests/ops -x",
     ])
     self.assertRegex(result.stdout, r"Tests passed in \d+s")
     # A second run reuses the venv and skips both installs.
     result = self.run_script("launch/test.sh")
     self.assertEqual(result.returncode, 0, result.stderr)
-    self.assertEqual(self.calls(), ["-m pytest"])
+    self.assertEqual(self.calls(), [f"-m pytest {XDIST}"])
     self.assertIn("torch 2.13.0+cpu already installed", result.stdout)
 
   def test_test_sh_newest_stack_upgrades_and_deselects_interop(self):
@@ -163,15 +165,16 @@ class SetupScriptsTest(ScriptTestCase):
     self.assertEqual(self.calls(), [
         f"-m venv {self.venv}",
         upgrade,
-        "-m pytest -m not interop tests/ops",
+        f"-m pytest -m not interop {XDIST} tests/ops",
     ])
     self.assertIn("==> Stack newest: Python 3.", result.stdout)
-    self.assertIn("Running: python -m pytest -m 'not interop' tests/ops",
-                  result.stdout)
+    self.assertIn(f"Running: python -m pytest -m 'not interop' {XDIST} "
+                  "tests/ops", result.stdout)
     # A second run reuses the venv but asks the index for upgrades again.
     result = self.run_script("launch/test.sh", **env)
     self.assertEqual(result.returncode, 0, result.stderr)
-    self.assertEqual(self.calls(), [upgrade, "-m pytest -m not interop"])
+    self.assertEqual(self.calls(), [upgrade,
+                                    f"-m pytest -m not interop {XDIST}"])
     # The oldest stack refuses that 3.12 venv.
     result = self.run_script("launch/test.sh")
     self.assertEqual(result.returncode, 1)
@@ -285,13 +288,11 @@ class SetupScriptsTest(ScriptTestCase):
     python = os.path.join(self.venv, "bin", "python")
     calls = self.calls()
     self.assertEqual(calls[-7:], [
-        "-m pytest --durations=20",
+        f"-m pytest {XDIST} --durations=20",
         f"-m venv {self.venv}312",
         "-m pip install --quiet --disable-pip-version-check --upgrade "
         "--upgrade-strategy eager -e .[test]",
-        "-m pytest -m not interop --durations=20 "
-        "--ignore=tests/reproduce_test.py "
-        "--ignore=tests/parallel/multiprocess_test.py",
+        f"-m pytest -m not interop {XDIST} --durations=20",
         "tools/update_build.py --check",
         "bazel test --incompatible_use_python_toolchains=false "
         f"--python_path={python}-bazel --curses=no --color=no //:ops_tests",

@@ -4,11 +4,13 @@ import os
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from ssm_icl.train import metrics
 from tests.train import cli_util
 
 
+@pytest.mark.slow
 class MainTest(absltest.TestCase):
 
   def test_tiny_config_trains_and_its_loss_falls(self):

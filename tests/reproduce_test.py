@@ -19,6 +19,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
+import pytest
 
 from ssm_icl.eval import report
 from ssm_icl.ops import flops as flops_lib
@@ -251,6 +252,7 @@ class OutputsTest(absltest.TestCase):
       runner.finished_marker(run_dir, runner.resolved_config(config))
 
 
+@pytest.mark.slow
 class SmokeSuiteTest(absltest.TestCase):
   """The smoke suite end to end, then resume, determinism and a kill."""
 

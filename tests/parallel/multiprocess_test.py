@@ -30,6 +30,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 class MultiProcessTest(absltest.TestCase):
 

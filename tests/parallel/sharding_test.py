@@ -21,6 +21,7 @@ from absl.testing import parameterized
 from flax import linen as nn
 import jax
 import numpy as np
+import pytest
 
 from configs import common
 from configs import linear_regression
@@ -91,6 +92,7 @@ class GoldenShardingTest(absltest.TestCase):
         self.assertTrue(all(s is None for s in row["spec"]))
 
 
+@pytest.mark.slow
 class ModelParallelTrainingTest(parameterized.TestCase):
   """A (2, 4) data + model parallel run matches one device."""
 

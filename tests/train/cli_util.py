@@ -1,14 +1,14 @@
 """Helpers for tests that run `python -m ssm_icl.main` in subprocesses.
 
-Subprocesses get the same fake device count and persistent compilation
-cache as the pytest process (tests/conftest.py), so programs compiled by one
-test are reused by the others.
+Subprocesses get the same fake device count as the pytest process and
+inherit its persistent compilation cache (tests/conftest.py exports
+JAX_COMPILATION_CACHE_DIR), so programs compiled by one test are reused by
+the others.
 """
 
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from etils import epath
@@ -27,9 +27,6 @@ def env(n_devices: int = 8, **overrides: str) -> dict[str, str]:
   result.update({
       "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices}",
       "JAX_PLATFORMS": "cpu",
-      "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(),
-                                                "ssm_icl_jax_cache"),
-      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
       "PYTHONPATH": REPO + os.pathsep + result.get("PYTHONPATH", ""),
   })
   result.update(overrides)

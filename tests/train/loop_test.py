@@ -17,6 +17,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import linear_regression
 from configs import many_outlier_regression
@@ -42,6 +43,7 @@ def _with(config, **train):
   return config
 
 
+@pytest.mark.slow
 class LoopTest(parameterized.TestCase):
 
   @classmethod

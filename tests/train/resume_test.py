@@ -14,6 +14,7 @@ import subprocess
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from tests.train import cli_util
 
@@ -28,6 +29,7 @@ def _complete_steps(workdir):
                 if n.isdigit())
 
 
+@pytest.mark.slow
 class ResumeTest(absltest.TestCase):
 
   def test_sigkill_mid_save_and_mid_training_resume_bit_identically(self):
