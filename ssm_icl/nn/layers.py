@@ -117,13 +117,10 @@ def parse_norm(kind: Union[NormKind, str]) -> NormKind:
   """A `NormKind` from itself or its string value.
 
   Raises:
-    ValueError: naming the bad value and the valid ones.
+    errors.UserError: (a ValueError) naming the bad value and the valid
+      ones.
   """
-  try:
-    return NormKind(kind)
-  except ValueError:
-    raise ValueError(f"Unknown norm {kind!r}; expected one of "
-                     f"{[k.value for k in NormKind]}.") from None
+  return errors.parse_enum("norm", kind, NormKind)
 
 
 def rms_norm(*,

@@ -26,6 +26,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from ssm_icl import errors
+
 _F32 = jnp.float32
 # Large negative, finite logit for masked pairs; exp(_MASK - max) == 0.
 _MASK = -1e30
@@ -49,13 +51,10 @@ def parse_impl(impl: AttnImpl | str, field: str = "attn_impl") -> AttnImpl:
   """An `AttnImpl` from itself or its string value.
 
   Raises:
-    ValueError: naming the bad value and the valid ones.
+    errors.UserError: (a ValueError) naming the bad value and the valid
+      ones.
   """
-  try:
-    return AttnImpl(impl)
-  except ValueError:
-    raise ValueError(f"Unknown {field} {impl!r}; expected one of "
-                     f"{[m.value for m in AttnImpl]}.") from None
+  return errors.parse_enum(field, impl, AttnImpl)
 
 
 def _check_inputs(q, k, v, block_size):
