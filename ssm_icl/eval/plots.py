@@ -198,6 +198,28 @@ def plot_curves(results: Mapping[str, Any], path_stem: paths_lib.PathLike, *,
   return save_figure(fig, path_stem)
 
 
+def panel_grid(n_panels: int, ncols: int = 3
+               ) -> tuple[mpl_figure.Figure, list[Any]]:
+  """A figure of `n_panels` axes, at most `ncols` per row, 4.5 x 3.6 in each.
+
+  Args:
+    n_panels: number of panels, >= 1.
+    ncols: panels per row, >= 1.
+
+  Returns:
+    (figure, the panels' axes in row-major order).
+
+  Raises:
+    ValueError: on ncols < 1.
+  """
+  if not (isinstance(ncols, int) and ncols >= 1):
+    raise ValueError(f"ncols={ncols!r} must be an int >= 1.")
+  ncols = min(ncols, n_panels)
+  nrows = math.ceil(n_panels / ncols)
+  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
+  return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(n_panels)]
+
+
 def plot_grid(results_list: Sequence[Mapping[str, Any]],
               path_stem: paths_lib.PathLike, *, ncols: int = 3,
               log_y: bool = False, curves: Iterable[str] | None = None,
@@ -221,13 +243,8 @@ def plot_grid(results_list: Sequence[Mapping[str, Any]],
   """
   if not results_list:
     raise ValueError("results_list is empty; pass at least one result.")
-  if not (isinstance(ncols, int) and ncols >= 1):
-    raise ValueError(f"ncols={ncols!r} must be an int >= 1.")
-  ncols = min(ncols, len(results_list))
-  nrows = math.ceil(len(results_list) / ncols)
-  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
-  for i, results in enumerate(results_list):
-    ax = fig.add_subplot(nrows, ncols, i + 1)
+  fig, panels = panel_grid(len(results_list), ncols)
+  for ax, results in zip(panels, results_list):
     names = None if curves is None else [
         n for n in curves if n in results["curves"]]
     draw_curves(ax, results, curves=names, log_y=log_y)

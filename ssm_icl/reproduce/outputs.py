@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 from typing import Any, Mapping, Sequence
 
 from etils import epath
-from matplotlib import figure as mpl_figure
 
 from ssm_icl import errors
 from ssm_icl import paths
@@ -178,11 +176,8 @@ def plot_flops(points: Sequence[Mapping[str, Any]],
     The paths written (png, then svg).
   """
   groups = list(dict.fromkeys(p["group"] for p in points))
-  ncols = min(3, len(groups))
-  nrows = math.ceil(len(groups) / ncols)
-  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
-  for i, group in enumerate(groups):
-    ax = fig.add_subplot(nrows, ncols, i + 1)
+  fig, panels = plots.panel_grid(len(groups))
+  for ax, group in zip(panels, groups):
     colours = itertools.cycle([f"C{j}" for j in range(10)])
     mine = [p for p in points if p["group"] == group]
     for family in dict.fromkeys(p["family"] for p in mine):

@@ -23,11 +23,9 @@ summaries existed from its DONE.json, eval results and metrics.jsonl).
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Mapping, Sequence
 
 from etils import epath
-from matplotlib import figure as mpl_figure
 
 from ssm_icl import errors
 from ssm_icl import paths
@@ -121,11 +119,8 @@ def plot_losses(summaries: Sequence[Mapping[str, Any]],
     The paths written (png, then svg).
   """
   groups = list(dict.fromkeys(s["group"] for s in summaries))
-  ncols = min(3, len(groups))
-  nrows = math.ceil(len(groups) / ncols)
-  fig = mpl_figure.Figure(figsize=(4.5 * ncols, 3.6 * nrows))
-  for i, group in enumerate(groups):
-    ax = fig.add_subplot(nrows, ncols, i + 1)
+  fig, panels = plots.panel_grid(len(groups))
+  for ax, group in zip(panels, groups):
     mine = [s for s in summaries if s["group"] == group]
     for j, s in enumerate(mine):
       log = s["train_loss"]

@@ -119,6 +119,15 @@ class PlotGridTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r"ncols=0 must be an int >= 1"):
       plots.plot_grid([_load("sparse_parity")], "unused", ncols=0)
 
+  def test_panel_grid_rows_and_size(self):
+    fig, panels = plots.panel_grid(5, ncols=3)
+    self.assertLen(panels, 5)
+    self.assertEqual([ax.get_subplotspec().get_geometry()[:2]
+                      for ax in panels], [(2, 3)] * 5)
+    self.assertSequenceAlmostEqual(fig.get_size_inches(), (13.5, 7.2))
+    fig, panels = plots.panel_grid(2)  # fewer panels than columns
+    self.assertSequenceAlmostEqual(fig.get_size_inches(), (9.0, 3.6))
+
 
 if __name__ == "__main__":
   absltest.main()
