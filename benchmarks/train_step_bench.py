@@ -119,11 +119,13 @@ def _build(config):
 
 
 def bench(config, n_points: int, steps: int,
-          precision: str | None = None) -> dict:
+          precision: str | None = None, with_peer: bool = True) -> dict:
   """Compiles and times the train step of `config` at `n_points`.
 
   The step runs under `precision` (default: the config's
-  `train.matmul_precision`), as the trainer does.
+  `train.matmul_precision`), as the trainer does. With `with_peer` (and
+  --peers, the interop extra, a transformer or mamba case), the PyTorch peer
+  is timed too, under result["peer"].
   """
   precision = precision or config.train.matmul_precision
   task, model_cfg = _build(config)
@@ -163,8 +165,8 @@ def bench(config, n_points: int, steps: int,
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
   peer = None
-  if (_PEERS.value and model_cfg.family in PEER_TARGETS
-      and not model_cfg.scan_impl == "pallas" and torch_peers.available()):
+  if (with_peer and _PEERS.value and model_cfg.family in PEER_TARGETS
+      and model_cfg.scan_impl != "pallas" and torch_peers.available()):
     peer_steps = _PEER_STEPS.value or (
         steps if model_cfg.family == "transformer" else 2)
     peer = torch_peers.bench(
@@ -201,9 +203,11 @@ def main(argv):
   for name in names:
     config, n_points = selected[name]
     steps = _DEEP_STEPS.value if name.startswith("deep") else _STEPS.value
-    for precision in precisions:
+    for i, precision in enumerate(precisions):
       key = name if len(precisions) == 1 else f"{name}@{precision}"
-      results[key] = bench(config, n_points, steps, precision)
+      # The PyTorch peer (fp32 either way) is timed once per case.
+      results[key] = bench(config, n_points, steps, precision,
+                           with_peer=i == 0)
       print(f"done {key}", flush=True)
   device = jax.devices()[0]
   header = (f"{'case':<26} {'precision':>9} {'layers':>6} {'D':>4} "
