@@ -76,6 +76,8 @@ setuptools.setup(
     description=("In-context learning with Mamba, attention and MambaFormer "
                  "in JAX/Flax (Park et al., ICML 2024)."),
     packages=setuptools.find_packages(include=["ssm_icl", "ssm_icl.*"]),
+    # The native CPU scan's source, compiled on first use (ops/native_scan.py).
+    package_data={"ssm_icl.ops": ["native/*.cc"]},
     python_requires=">=3.11,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

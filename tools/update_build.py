@@ -62,6 +62,10 @@ EXTRA_DATA = {
     # Loads tests/conftest.py as a pytest plugin in a subprocess.
     "conftest_test": (["tests/conftest.py"], []),
 }
+# Runtime files of library modules (read or compiled at run time).
+LIBRARY_DATA = {
+    "ops_native_scan": ["ssm_icl/ops/native/*.cc"],
+}
 
 
 def _list(items, indent="        "):
@@ -143,8 +147,11 @@ def render(graph):
                 key=lambda s: (order[s.path.split("/")[0]], s.path))
   libraries = [s for s in srcs if not s.is_test]
   for src in libraries:
+    data = LIBRARY_DATA.get(src.name)
     blocks.append(_rule("py_library", [
         ("name", _q(src.name)), ("srcs", [_q(src.path)]),
+        *([("data", "glob([" + ", ".join(map(_q, data)) + "])")]
+          if data else []),
         ("deps", _deps_attr(graph.deps[src.name],
                             graph.third_party[src.name]))]))
   package = [s.name for s in libraries if s.path.startswith("ssm_icl/")]

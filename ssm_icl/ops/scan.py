@@ -40,6 +40,8 @@ class ScanImpl(enum.StrEnum):
   CHUNKED = "chunked"
   # The fused Pallas kernel; selective scan only (`selective_scan_pallas`).
   PALLAS = "pallas"
+  # The fused C++ CPU kernel; selective scan only (`native_scan`).
+  NATIVE = "native"
 
 
 def parse_impl(impl: ScanImpl | str, field: str = "impl") -> ScanImpl:
@@ -225,9 +227,10 @@ def linear_scan(
     ValueError: on unknown impls, bad chunk sizes or mismatched shapes.
   """
   impl = resolve_impl(impl)
-  if impl is ScanImpl.PALLAS:
-    raise ValueError("impl 'pallas' is a selective-scan kernel; linear_scan "
-                     "takes 'sequential', 'associative' or 'chunked'.")
+  if impl in (ScanImpl.PALLAS, ScanImpl.NATIVE):
+    raise ValueError(f"impl {impl.value!r} is a selective-scan kernel; "
+                     "linear_scan takes 'sequential', 'associative' or "
+                     "'chunked'.")
   inner = parse_impl(inner_impl, "inner_impl")
   if inner not in _INNER:
     raise ValueError(f"inner_impl must be 'associative' or 'sequential', got "

@@ -26,6 +26,9 @@ b=64, l=2048, e=256. Every schedule here avoids that:
 * CHUNKED: `lax.scan` over `jax.checkpoint`-ed chunks; each chunk
   materialises its [t, b, n, e] tensors, runs an associative (GPU/TPU) or
   sequential (CPU) scan on them and contracts with C inside the chunk.
+* NATIVE: the fused C++ kernel of `native_scan` (CPU only; same algorithm as
+  SEQUENTIAL, one call per layer instead of a dozen XLA kernels per step).
+  What AUTO picks on CPU when the kernel builds; else AUTO is SEQUENTIAL.
 * PALLAS: the fused kernels of `selective_scan_pallas` (interpret mode on
   CPU); never picked by AUTO, as no GPU/TPU measurement exists yet.
 
@@ -41,6 +44,9 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from absl import logging
+
+from ssm_icl.ops import native_scan
 from ssm_icl.ops import scan as scan_lib
 from ssm_icl.ops import selective_scan_pallas
 
@@ -55,6 +61,9 @@ _F32 = jnp.float32
 # H100, CHUNKED with 16 steps was as fast as 64-256 with the least memory.
 DEFAULT_CHUNK_SIZE = {
     ScanImpl.SEQUENTIAL: 8,
+    # The native kernel recomputes each chunk's states into a per-row
+    # scratch of 2 * chunk states; 8 steps keep it in L2 at e = 256, n = 16.
+    ScanImpl.NATIVE: 8,
     ScanImpl.CHUNKED: 16,
 }
 # Beyond this length SEQUENTIAL defaults to twice as long chunks.
@@ -251,6 +260,31 @@ def _from_chunks(y, length):
   return y.reshape((-1,) + y.shape[2:])[:length]
 
 
+def _resolve(impl: ScanImpl | str) -> ScanImpl:
+  """`scan_lib.resolve_impl`, plus: AUTO on CPU is NATIVE where it builds.
+
+  Where the native kernel cannot be built, AUTO keeps the XLA scan
+  (SEQUENTIAL) and logs why, once; an explicit NATIVE raises.
+  """
+  requested = scan_lib.parse_impl(impl)
+  impl = scan_lib.resolve_impl(requested)
+  if requested is ScanImpl.AUTO and impl is ScanImpl.SEQUENTIAL:
+    reason = native_scan.unavailable_reason()
+    if reason is None:
+      return ScanImpl.NATIVE
+    logging.log_first_n(logging.WARNING, "Native CPU selective scan "
+                        "unavailable (%s); using the XLA scan.", 1, reason)
+  elif impl is ScanImpl.NATIVE:
+    if jax.default_backend() != "cpu":
+      raise ValueError(f"impl 'native' is the CPU kernel; the default backend "
+                       f"is {jax.default_backend()!r} (use 'auto').")
+    reason = native_scan.unavailable_reason()
+    if reason is not None:
+      raise native_scan.NativeUnavailable(
+          f"impl 'native' is unavailable here: {reason}")
+  return impl
+
+
 def selective_scan(
     u: jax.Array,
     delta: jax.Array,
@@ -269,8 +303,9 @@ def selective_scan(
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """The S6 selective scan of Mamba v1 (`selective_scan_ref` semantics).
 
-  Differentiable in reverse mode with every schedule; SEQUENTIAL (the CPU
-  default) has a custom VJP and so does not support forward mode (`jax.jvp`).
+  Differentiable in reverse mode with every schedule; NATIVE and SEQUENTIAL
+  (the CPU schedules) have custom VJPs, so they do not support forward mode
+  (`jax.jvp`).
 
   Args:
     u: [b, l, e] input.
@@ -298,7 +333,7 @@ def selective_scan(
   Raises:
     ValueError: on inconsistent shapes or unknown impls.
   """
-  impl = scan_lib.resolve_impl(impl)
+  impl = _resolve(impl)
   inner = scan_lib.parse_impl(
       ScanImpl.AUTO if inner_impl is None else inner_impl, "inner_impl")
   if inner is ScanImpl.AUTO:
@@ -327,6 +362,12 @@ def selective_scan(
 
   if impl is ScanImpl.ASSOCIATIVE:
     y, h_last = _associative(delta, du, A, B.astype(_F32), C.astype(_F32), h0)
+  elif impl is ScanImpl.NATIVE:
+    # Batch-major as given: the kernel needs no time-major copies.
+    y, h_last = native_scan.selective_scan_native(
+        A.T, jnp.swapaxes(h0, 1, 2), delta, du, B, C,
+        min(chunk_size, u.shape[1]))
+    h_last = jnp.swapaxes(h_last, 1, 2)  # [b, e, n]
   else:
     length = u.shape[1]
     chunk_size = min(chunk_size, length)
