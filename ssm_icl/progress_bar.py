@@ -48,6 +48,23 @@ class LineWriter:
     self.stream.flush()
 
 
+class _LogBar(tqdm.tqdm):
+  """The bar written to a file: setting a postfix or description waits for
+  the next timed refresh (tqdm's default redraws at once, which would write
+  a line per call and bypass `mininterval`)."""
+
+  def set_postfix_str(self, s: str = "", refresh: bool = False) -> None:
+    super().set_postfix_str(s, refresh=refresh)
+
+  def set_postfix(self, ordered_dict=None, refresh: bool = False,
+                  **kwargs: Any) -> None:
+    super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+  def set_description(self, desc: str | None = None,
+                      refresh: bool = False) -> None:
+    super().set_description(desc, refresh=refresh)
+
+
 def progress_bar(total: int, desc: str, *, enabled: bool = True,
                  stream: TextIO | None = None, **kwargs: Any) -> tqdm.tqdm:
   """A tqdm bar over `total` units: in place on a terminal, else lines.
@@ -66,6 +83,6 @@ def progress_bar(total: int, desc: str, *, enabled: bool = True,
                      file=stream, **kwargs)
   kwargs.setdefault("mininterval", LOG_INTERVAL_S)
   kwargs["leave"] = True
-  return tqdm.tqdm(total=total, desc=desc, disable=not enabled,
-                   file=LineWriter(stream), ascii=True, dynamic_ncols=False,
-                   ncols=100, **kwargs)
+  return _LogBar(total=total, desc=desc, disable=not enabled,
+                 file=LineWriter(stream), ascii=True, dynamic_ncols=False,
+                 ncols=100, **kwargs)

@@ -35,6 +35,21 @@ class ProgressBarTest(absltest.TestCase):
     self.assertIn("5/5", lines[-1])  # leave=False is overridden on files
     self.assertTrue(out.endswith("\n"))
 
+  def test_a_file_gets_no_line_per_postfix_within_the_interval(self):
+    # The eval loop sets a postfix per predictor: with the default
+    # interval, 100 updates must not write 100 lines.
+    stream = io.StringIO()
+    bar = progress_bar.progress_bar(100, "eval task", stream=stream)
+    for i in range(100):
+      bar.set_postfix_str(f"model {i}")
+      bar.set_description("eval task")
+      bar.set_postfix(model=i)
+      bar.update()
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    self.assertLessEqual(len(lines), 3)
+    self.assertIn("100/100", lines[-1])
+
   def test_a_terminal_gets_the_usual_in_place_bar(self):
     out = _run(_Terminal())
     self.assertIn("\r", out)
