@@ -5,7 +5,8 @@ forward and forward+backward pass (median of `--repeats` calls after a
 warm-up, `block_until_ready`) and reads XLA's temp memory
 (`compiled.memory_analysis()`) and compile time of:
 
-* `selective_scan` with impl SEQUENTIAL, ASSOCIATIVE, CHUNKED and AUTO,
+* `selective_scan` with impl SEQUENTIAL, ASSOCIATIVE, CHUNKED, NATIVE (the
+  C++ CPU kernel; CPU only) and AUTO (NATIVE on CPU, CHUNKED elsewhere),
 * the fused Pallas kernel (PALLAS) on GPU/TPU; on CPU, where Pallas runs
   only in interpret mode, its row says "not measured" unless `--interpret`
   asks for the (meaningless for speed) interpreted kernel,
@@ -40,11 +41,13 @@ import jax.numpy as jnp
 
 from ssm_icl.ops import selective_scan as selective_scan_lib
 
-_IMPLS = ("sequential", "associative", "chunked", "auto", "pallas")
+_IMPLS = ("sequential", "associative", "chunked", "native", "auto", "pallas")
 _NAIVE = "naive"
 _PALLAS = "pallas"
 _NOT_MEASURED = ("not measured: Pallas runs only in interpret mode on CPU "
                  "(pass --interpret to time the interpreter anyway)")
+_NATIVE = "native"
+_CPU_ONLY = "not measured: the native kernel is the CPU schedule"
 _MB = 1e6
 
 
@@ -144,6 +147,10 @@ def run(lengths, batch, d_inner, d_state, repeats, max_run_bytes, variants,
     for name, chunk_size in variants:
       f = make_variant(name, chunk_size)
       label = name if chunk_size is None else f"{name}[t={chunk_size}]"
+      if name == _NATIVE and jax.default_backend() != "cpu":
+        rows.append({"variant": label, "length": length, "fwd": None,
+                     "grad": None, "note": _CPU_ONLY})
+        continue
       if name == _PALLAS and jax.default_backend() == "cpu":
         if not interpret:
           rows.append({"variant": label, "length": length, "fwd": None,
@@ -232,8 +239,8 @@ def main(argv=None):
                       help="on CPU, time the Pallas kernel in interpret mode "
                       "(slow; says nothing about GPU/TPU speed)")
   parser.add_argument("--chunk-sizes", type=int, nargs="*", default=[],
-                      help="also time the SEQUENTIAL, CHUNKED and PALLAS "
-                      "variants among --impls at these chunk sizes")
+                      help="also time the SEQUENTIAL, CHUNKED, NATIVE and "
+                      "PALLAS variants among --impls at these chunk sizes")
   args = parser.parse_args(argv)
 
   lengths = [82] if args.quick else args.lengths
@@ -244,7 +251,7 @@ def main(argv=None):
     max_gb = 4.0 if backend == "cpu" else 32.0
   variants = [(name, None) for name in args.impls]
   variants += [(name, t) for t in args.chunk_sizes for name in args.impls
-               if name in ("sequential", "chunked", _PALLAS)]
+               if name in ("sequential", "chunked", _NATIVE, _PALLAS)]
   print(f"backend {backend}, devices {jax.devices()}, b={args.batch}, "
         f"e={2 * args.d_model}, n={args.d_state}, lengths {lengths}, "
         f"repeats {repeats}, run if temp <= {max_gb} GB", flush=True)
