@@ -101,6 +101,18 @@ struct Dims {
   int64_t b, l, e, n, chunk, c;
 };
 
+// The call's sizes from delta [b, l, e] and A [b, n, e]; false on bad ranks
+// or chunk (the Python wrapper never passes those).
+bool MakeDims(const ffi::Buffer<ffi::F32>& delta,
+              const ffi::Buffer<ffi::F32>& A, int64_t chunk, Dims& d) {
+  const auto dims = delta.dimensions();
+  const auto a_dims = A.dimensions();
+  if (dims.size() != 3 || a_dims.size() != 3 || chunk < 1) return false;
+  d = Dims{dims[0], dims[1], dims[2], a_dims[1], chunk,
+           (dims[1] + chunk - 1) / chunk};
+  return true;
+}
+
 // The inner loops over e, on one state row i (restrict: no aliasing, so
 // they vectorise).
 
@@ -168,13 +180,10 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> delta,
                    ffi::ResultBuffer<ffi::F32> starts) {
   // delta, du, y: [b, l, e]; A: [b, n, e] (A broadcast over the batch);
   // B, C: [b, l, n]; h0, h_last: [b, n, e]; starts: [b, c, n, e].
-  const auto dims = delta.dimensions();
-  const auto a_dims = A.dimensions();
-  if (dims.size() != 3 || a_dims.size() != 3 || chunk < 1) {
+  Dims d;
+  if (!MakeDims(delta, A, chunk, d)) {
     return ffi::Error::InvalidArgument("selective scan: bad ranks or chunk");
   }
-  Dims d{dims[0], dims[1], dims[2], a_dims[1], chunk,
-         (dims[1] + chunk - 1) / chunk};
   const float* delta_p = delta.typed_data();
   const float* du_p = du.typed_data();
   const float* a_p = A.typed_data();
@@ -219,13 +228,10 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> delta,
                     ffi::ResultBuffer<ffi::F32> dh0) {
   // As Forward; dy, d_delta, d_du: [b, l, e]; dB, dC: [b, l, n];
   // dA (per batch row), dh_last, dh0: [b, n, e].
-  const auto dims = delta.dimensions();
-  const auto a_dims = A.dimensions();
-  if (dims.size() != 3 || a_dims.size() != 3 || chunk < 1) {
+  Dims d;
+  if (!MakeDims(delta, A, chunk, d)) {
     return ffi::Error::InvalidArgument("selective scan: bad ranks or chunk");
   }
-  Dims d{dims[0], dims[1], dims[2], a_dims[1], chunk,
-         (dims[1] + chunk - 1) / chunk};
   const float* delta_p = delta.typed_data();
   const float* du_p = du.typed_data();
   const float* a_p = A.typed_data();
