@@ -103,6 +103,18 @@ class ConfigFilesTest(parameterized.TestCase):
     parity = _load("sparse_parity").get_config("transformer")
     self.assertEqual((parity.model.d_model, parity.model.n_layer), (256, 12))
 
+  def test_deep_models_scan_their_layers(self):
+    # One compiled layer instead of n_layer (configs/common.py).
+    for family, size, want in (("mamba", "paper", True),
+                               ("transformer", "paper", True),
+                               ("mamba", "small", False),
+                               ("transformer", "small", False)):
+      config = _load("sparse_parity").get_config(f"{family},{size}")
+      self.assertEqual(config.model.scan_layers, want, (family, size))
+    self.assertFalse(_load("linear_regression").get_config(
+        "mamba").model.scan_layers)
+    self.assertFalse(_load("cot_io").get_config("mamba").model.scan_layers)
+
   def test_base_and_quickstart(self):
     for name in ("base", "quickstart"):
       config = _load(name).get_config()
