@@ -24,7 +24,8 @@ SSM_ICL_NATIVE=0 disables the kernel.
 
 Numerics: fp32 throughout; exp by range reduction and a polynomial
 (relative error ~2e-7); per-row sums may be reassociated (vectorised), so
-results match the XLA scan to ~1e-6 relative, not bitwise. The kernel is
+results match the XLA scan to ~1e-7 relative (tests allow 1e-5), not
+bitwise. The kernel is
 deterministic: the same inputs give the same bits on the same build.
 
 Shape letters as in `selective_scan`: b batch, l length, e channels
@@ -171,8 +172,8 @@ def unavailable_reason() -> str | None:
 
 
 def _call(target, results, *args, chunk):
-  return jax.ffi.ffi_call(target, results, vmap_method="sequential")(
-      *args, chunk=np.int64(chunk))
+  # No vmap_method: `_batched` gives the ops their own vmap rule.
+  return jax.ffi.ffi_call(target, results)(*args, chunk=np.int64(chunk))
 
 
 def _forward_call(A, h0, delta, du, B, C, chunk):
@@ -261,7 +262,7 @@ def _batched(op, chunk):
       batch = rest[0].shape[1]
       out = fn(A, *[x.reshape((axis_size * batch,) + x.shape[2:])
                     for x in rest])
-      out = tuple(o.reshape((axis_size, batch) + o.shape[1:]) for o in out)
+      out = [o.reshape((axis_size, batch) + o.shape[1:]) for o in out]
     out = tuple(out)
     return out, (True,) * len(out)
 

@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import functools
 
+from absl import logging
 import jax
 from jax import lax
 import jax.numpy as jnp
-
-from absl import logging
 
 from ssm_icl.ops import native_scan
 from ssm_icl.ops import scan as scan_lib
