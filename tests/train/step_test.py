@@ -1,5 +1,8 @@
 """Tests for ssm_icl/train/step.py on the tiny Mamba over 8 CPU devices."""
 
+import functools
+from unittest import mock
+
 from absl.testing import absltest
 import chex
 from flax import linen as nn
@@ -95,6 +98,22 @@ class StepTest(absltest.TestCase):
     _, a = self._run(self._copy(self.state), 4)
     _, b = self._run(self._copy(self.state), 4)
     chex.assert_trees_all_equal(a, b)
+
+  def test_cpu_sampler_compiles_at_the_cheap_level_with_the_same_samples(self):
+    # SAMPLER_CPU_OPTIONS reach the jitted sampler, and its batch equals
+    # the one of a default-compiled sampler bit for bit (linear regression).
+    with mock.patch.object(jax, "jit", wraps=jax.jit) as jit:
+      step_lib.jit_sampler(
+          step_lib.sample_train_prompt, self.mesh, task=self.task,
+          batch_size=_BATCH, n_points=_POINTS, pad_points=_POINTS, seed=_SEED)
+    self.assertEqual(jit.call_args.kwargs["compiler_options"],
+                     step_lib.SAMPLER_CPU_OPTIONS)
+    default = jax.jit(functools.partial(
+        step_lib.sample_train_prompt, mesh=self.mesh, task=self.task,
+        batch_size=_BATCH, n_points=_POINTS, pad_points=_POINTS, seed=_SEED))
+    with jax.set_mesh(self.mesh):
+      args = (self._scalar(3), self._scalar(4))
+      chex.assert_trees_all_equal(self.sample(*args), default(*args))
 
   def test_eval_step_sums(self):
     pad = _POINTS + 3
