@@ -92,6 +92,13 @@ class FallbackTest(absltest.TestCase):
                                   "luck"):
         self._scan("native")
 
+  def test_native_off_cpu_is_refused(self):
+    with mock.patch.object(selective_scan_lib.jax, "default_backend",
+                           return_value="gpu"):
+      with self.assertRaisesRegex(ValueError, "impl 'native' is the CPU "
+                                  "kernel; the default backend is 'gpu'"):
+        selective_scan_lib._resolve("native")
+
   def test_disabled_by_environment(self):
     native_scan._load.cache_clear()
     try:
