@@ -32,6 +32,13 @@ class MiniSuiteTest(parameterized.TestCase):
       self.assertEqual(schedule, "cosine")
       self.assertEqual(warmup, int(suites.WARMUP_FRACTION * steps))
 
+  def test_every_family_has_mini_layers(self):
+    # Not the paper's 1:2 ratio: a 2-layer Transformer stops at one
+    # gradient step on linear regression (configs/suites.py, MINI_LAYERS).
+    depths = {(r.family, r.config.model.n_layer) for r in _runs("mini")}
+    self.assertEqual({d for _, d in depths}, {suites.MINI_LAYERS})
+    self.assertIn(("transformer", suites.MINI_LAYERS), depths)
+
   @parameterized.parameters(
       # (task, final dims, final points): grows like the paper's config.
       ("linear_regression", 5, 11), ("decision_tree", 4, 21),
@@ -87,6 +94,13 @@ class PilotAndContrastsTest(absltest.TestCase):
                      [f"mamba@lr={lr}" for lr in suites.PILOT_LRS])
     self.assertEqual({r.config.train.steps for r in runs},
                      {suites.PILOT_STEPS})
+
+  def test_pilot_transformers_keep_the_depth_they_ran_with(self):
+    runs = _runs("pilot", tasks=["linear_regression"])
+    depths = {r.family: r.config.model.n_layer for r in runs}
+    self.assertEqual(depths, {"transformer": suites.PILOT_TRANSFORMER_LAYERS,
+                              "mamba": suites.MINI_LAYERS,
+                              "mambaformer": suites.MINI_LAYERS})
 
   def test_a_command_line_sweep_replaces_the_suites_own(self):
     runs = _runs("pilot", tasks=["sparse_parity"], families=["mamba"],
