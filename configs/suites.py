@@ -70,8 +70,11 @@ SUITES = ("paper", "mini", "pilot", "contrasts", "smoke")
 # - linear regression 20000 steps: at 10000 steps (lr 3e-3) Mamba ended at
 #   0.056 at 2d examples, just above the 0.05 acceptance line, and every run
 #   still fell by 3-5% over its last quarter.
-# - the other tasks: 4000 steps, provisional until their long runs are
-#   done (at 2000 steps most runs were still falling; docs/RESULTS.md).
+# - the other tasks: 4000 steps, provisional. At 4000 steps (runs in
+#   docs/results/mini/) the Mamba-family losses on parity, MQAR and the
+#   orthogonal outliers still fell 3-6% over the last quarter and the
+#   Transformer was still on its plateau on orthogonal-outlier regression
+#   (on linear regression it left it after ~5000 steps): these need more.
 MINI_STEPS = {
     "linear_regression": 20000,
     "sparse_linear_regression": 4000,
