@@ -27,7 +27,7 @@ import json
 import signal
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from etils import epath
 import ml_collections
@@ -215,6 +215,52 @@ def evaluate_baselines(run: plan_lib.Run,
       n_bootstrap=eval_cfg.n_bootstrap, progress=False)
 
 
+@dataclasses.dataclass
+class Plan:
+  """A suite's runs in a workdir, before any work (`prepare`).
+
+  Attributes:
+    workdir: the checked (writable) suite directory.
+    runs: the planned runs, in plan order.
+    costs: per run, `plan.training_flops`.
+    planned: per run, its resolved config (`resolved_config`).
+    markers: per run, its DONE marker, or None if it has not finished.
+  """
+
+  workdir: epath.Path
+  runs: list[plan_lib.Run]
+  costs: list[dict[str, Any]]
+  planned: list[dict[str, Any]]
+  markers: list[dict[str, Any] | None]
+
+
+def prepare(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
+            sweep: Sequence[tuple[str, list[Any]]] = (),
+            tasks: Sequence[str] | None = None,
+            families: Sequence[str] | None = None) -> Plan:
+  """Plans the suite, writes DIR/plan.json and finds the finished runs.
+
+  Finished runs are found (and their configs checked against the plan)
+  before any work, so a changed suite fails at once.
+
+  Raises:
+    ValueError: as `run_suite`.
+  """
+  runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=tasks, families=families)
+  workdir = paths.check_writable(workdir)
+  costs = [plan_lib.training_flops(r.config) for r in runs]
+  planned = [resolved_config(r.config) for r in runs]
+  write_json(workdir / PLAN, {
+      "suite": suite.to_dict(), "sweep": [list(s) for s in sweep],
+      "runs": [{"relpath": r.relpath, "task": r.task, "family": r.family,
+                "label": r.label, "group": r.group, **c}
+               for r, c in zip(runs, costs)]})
+  markers = [finished_marker(workdir / r.relpath, p)
+             for r, p in zip(runs, planned)]
+  return Plan(workdir=workdir, runs=runs, costs=costs, planned=planned,
+              markers=markers)
+
+
 def _eta(elapsed: float, done_work: float, remaining: float) -> str:
   if done_work <= 0:
     return "?"
@@ -225,6 +271,7 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
               sweep: Sequence[tuple[str, list[Any]]] = (),
               tasks: Sequence[str] | None = None,
               families: Sequence[str] | None = None,
+              only: Collection[int] | None = None,
               out: Callable[[str], None] = loop.console) -> SuiteResult:
   """Trains and evaluates every run of `suite` in `workdir`; resumable.
 
@@ -235,6 +282,9 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
     sweep: from `plan.parse_sweep`.
     tasks: only these tasks (None: all).
     families: only these families (None: all).
+    only: indices into the plan (`plan.plan_runs` order) of the runs this
+      call handles; the others are left alone (`workers`: one share of the
+      plan per process). None: every run.
     out: prints a progress line.
 
   Returns:
@@ -246,26 +296,23 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
       differs from the plan.
   """
   start_time = time.perf_counter()
-  runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=tasks, families=families)
-  workdir = paths.check_writable(workdir)
-  costs = [plan_lib.training_flops(r.config) for r in runs]
-  planned = [resolved_config(r.config) for r in runs]
-  write_json(workdir / PLAN, {
-      "suite": suite.to_dict(), "sweep": [list(s) for s in sweep],
-      "runs": [{"relpath": r.relpath, "task": r.task, "family": r.family,
-                "label": r.label, "group": r.group, **c}
-               for r, c in zip(runs, costs)]})
-  # Finished runs are found (and their configs checked) before any work.
-  markers = [finished_marker(workdir / r.relpath, p)
-             for r, p in zip(runs, planned)]
-  remaining = sum(c["train_flops"] for c, m in zip(costs, markers) if not m)
+  plan = prepare(suite, workdir, sweep=sweep, tasks=tasks, families=families)
+  runs, costs, planned, markers = (plan.runs, plan.costs, plan.planned,
+                                   plan.markers)
+  workdir = plan.workdir
+  mine = set(range(len(runs)) if only is None else only)
+  remaining = sum(c["train_flops"] for i, (c, m) in
+                  enumerate(zip(costs, markers)) if not m and i in mine)
   n, done_work = len(runs), 0.0
-  out(f"Suite {suite.name!r}: {n} runs in {workdir}, "
-      f"{sum(1 for m in markers if m)} finished earlier; "
-      f"{remaining:.3g} training FLOPs to go.")
+  share = "" if only is None else f" (this process: {len(mine)} of them)"
+  out(f"Suite {suite.name!r}: {n} runs in {workdir}{share}, "
+      f"{sum(1 for i, m in enumerate(markers) if m and i in mine)} finished "
+      f"earlier; {remaining:.3g} training FLOPs to go.")
   done, trained, interrupted = [], [], False
   with StopFlag() as stop:
     for i, (run, cost, config) in enumerate(zip(runs, costs, planned)):
+      if i not in mine:
+        continue
       run_dir = workdir / run.relpath
       tag = f"[run {i + 1}/{n}] {run.group} / {run.label}"
       if markers[i] is None:
@@ -324,11 +371,11 @@ def run_suite(suite: ml_collections.ConfigDict, workdir: paths.PathLike, *,
         break
   wall = time.perf_counter() - start_time
   if interrupted:
-    out(f"Stopped after {metrics_lib.format_duration(wall)}; {len(done)}/{n} "
-        "runs finished. Run the same command again to resume.")
+    out(f"Stopped after {metrics_lib.format_duration(wall)}; {len(done)}/"
+        f"{len(mine)} runs finished. Run the same command again to resume.")
   else:
-    out(f"All {n} runs finished ({metrics_lib.format_duration(wall)} in this "
-        "call).")
+    out(f"All {len(mine)} runs finished ({metrics_lib.format_duration(wall)} "
+        "in this call).")
   return SuiteResult(runs=runs, done=done, trained=trained,
                      interrupted=interrupted, wall_s=wall)
 
