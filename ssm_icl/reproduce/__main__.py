@@ -2,7 +2,7 @@ r"""Reproduces the paper: trains, evaluates and tabulates a whole suite.
 
   python -m ssm_icl.reproduce --suite=smoke --workdir=workdirs/smoke  # minutes
   python -m ssm_icl.reproduce --suite=pilot --workdir=workdirs/pilot  # recipe
-  python -m ssm_icl.reproduce --suite=mini --workdir=workdirs/mini  # ~2.5 h CPU
+  python -m ssm_icl.reproduce --suite=mini --workdir=workdirs/mini  # ~3 h CPU
   python -m ssm_icl.reproduce --suite=contrasts --workdir=workdirs/contrasts
   python -m ssm_icl.reproduce --suite=paper --workdir=workdirs/paper  # GPU/TPU
   python -m ssm_icl.reproduce --suite=paper --workdir=gs://bucket/paper  # pods
