@@ -76,6 +76,39 @@ class CpuGroupsTest(absltest.TestCase):
         "--workers=1", "--worker_runs=3,0"])
 
 
+class CommandLineTest(absltest.TestCase):
+  """Bad --workers / --worker_runs values: one error line, nothing written."""
+
+  def _run(self, workdir, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "ssm_icl.reproduce", "--suite=smoke",
+         f"--workdir={workdir}", *flags], cwd=REPO, capture_output=True,
+        text=True, timeout=120, check=False)
+
+  def test_no_workers(self):
+    workdir = self.create_tempdir().full_path
+    proc = self._run(workdir, "--workers=0")
+    self.assertEqual(proc.returncode, 2, msg=proc.stderr)
+    self.assertEqual(proc.stderr.strip(), "error: --workers=0 must be >= 1.")
+    self.assertEqual(os.listdir(workdir), [])
+
+  def test_worker_runs_outside_the_plan(self):
+    workdir = self.create_tempdir().full_path
+    proc = self._run(workdir, "--tasks=linear_regression",
+                     "--worker_runs=0,5")
+    self.assertEqual(proc.returncode, 2, msg=proc.stderr)
+    self.assertEqual(proc.stderr.strip(), "error: --worker_runs: [5] outside "
+                     "the plan's 1 runs (0..0).")
+    self.assertEqual(os.listdir(workdir), [])
+
+  def test_worker_runs_not_integers(self):
+    workdir = self.create_tempdir().full_path
+    proc = self._run(workdir, "--worker_runs=a,1")
+    self.assertEqual(proc.returncode, 2, msg=proc.stderr)
+    self.assertIn("--worker_runs=a,1 must be comma-separated integers",
+                  proc.stderr)
+
+
 def _command(workdir, *extra):
   return [sys.executable, "-m", "ssm_icl.reproduce", "--suite=smoke",
           f"--workdir={workdir}",
