@@ -140,8 +140,7 @@ def main(argv):
   sweep = plan_lib.parse_sweep(_SWEEP.value)
   runs = plan_lib.plan_runs(suite, sweep=sweep, tasks=_TASKS.value,
                             families=_MODELS.value)
-  if _WORKERS.value < 1:
-    raise errors.UserError(f"--workers={_WORKERS.value} must be >= 1.")
+  workers.check_workers(_WORKERS.value)
   if _DRY_RUN.value:
     print(plan_table(runs))
     return

@@ -51,6 +51,12 @@ _print = functools.partial(print, flush=True)
 WORKER_RUNS_FLAG = "worker_runs"
 
 
+def check_workers(n_workers: int) -> None:
+  """Raises UserError unless --workers is at least 1."""
+  if n_workers < 1:
+    raise errors.UserError(f"--workers={n_workers} must be >= 1.")
+
+
 def partition(costs: Sequence[float], n_workers: int) -> list[list[int]]:
   """Splits runs into `n_workers` shares of about equal total cost.
 
@@ -66,8 +72,7 @@ def partition(costs: Sequence[float], n_workers: int) -> list[list[int]]:
     `n_workers` lists of indices into `costs`, each ascending (plan order);
     some are empty when there are fewer runs than workers.
   """
-  if n_workers < 1:
-    raise errors.UserError(f"--workers={n_workers} must be >= 1.")
+  check_workers(n_workers)
   loads = [0.0] * n_workers
   shares = [[] for _ in range(n_workers)]
   for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
@@ -115,7 +120,7 @@ def worker_command(argv: Sequence[str], indices: Sequence[int]) -> list[str]:
 
 def run_workers(argv: Sequence[str], shares: Sequence[Sequence[int]],
                 groups: Sequence[Sequence[int] | None],
-                out: Callable[[str], None] = _print) -> list[int]:
+                out: Callable[[str], None] = _print) -> dict[int, int]:
   """Runs one child per non-empty share and waits for all of them.
 
   SIGTERM or Ctrl-C (SIGINT) received meanwhile are forwarded to every
@@ -130,7 +135,7 @@ def run_workers(argv: Sequence[str], shares: Sequence[Sequence[int]],
     out: prints one line (called from several threads, one at a time).
 
   Returns:
-    The children's exit statuses, in share order (empty shares omitted).
+    {worker k: its exit status} for every non-empty share.
   """
   lock = threading.Lock()
 
@@ -138,7 +143,7 @@ def run_workers(argv: Sequence[str], shares: Sequence[Sequence[int]],
     with lock:
       out(line)
 
-  children, readers = [], []
+  children, readers = {}, []
   jobs = [(k, s, g) for k, (s, g) in enumerate(zip(shares, groups)) if s]
   for k, share, cpus in jobs:
     where = "any CPU" if cpus is None else (
@@ -154,7 +159,7 @@ def run_workers(argv: Sequence[str], shares: Sequence[Sequence[int]],
         worker_command(argv, share), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, bufsize=1,
         preexec_fn=preexec, start_new_session=True)
-    children.append(child)
+    children[k] = child
     reader = threading.Thread(target=_forward, args=(child, k, say),
                               daemon=True)
     reader.start()
@@ -167,7 +172,7 @@ def run_workers(argv: Sequence[str], shares: Sequence[Sequence[int]],
     if not stopping.is_set():
       stopping.set()
       say("Stop requested: asking every worker to save and stop.")
-      for child in children:
+      for child in children.values():
         if child.poll() is None:
           child.send_signal(signal.SIGTERM)
 
@@ -177,17 +182,17 @@ def run_workers(argv: Sequence[str], shares: Sequence[Sequence[int]],
       previous[s] = signal.signal(s, stop)
   start = time.perf_counter()
   try:
-    while any(c.poll() is None for c in children):
+    while any(c.poll() is None for c in children.values()):
       time.sleep(0.2)
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
   for reader in readers:
     reader.join()
-  codes = [c.wait() for c in children]
+  codes = {k: c.wait() for k, c in children.items()}
   say(f"Workers finished in "
       f"{metrics_lib.format_duration(time.perf_counter() - start)}; exit "
-      f"statuses {codes}.")
+      f"statuses {list(codes.values())}.")
   return codes
 
 
@@ -224,9 +229,7 @@ def run_parallel(suite, workdir, argv: Sequence[str], n_workers: int, *,
   shares = [[todo[j] for j in share] for share in partition(
       [plan.costs[i]["train_flops"] for i in todo], n_workers)]
   codes = run_workers(argv, shares, groups, out=out)
-  # Empty shares are always the last ones (`partition`), so the k-th status
-  # is worker k's.
-  return [(k, c) for k, c in enumerate(codes) if c != 0]
+  return [(k, c) for k, c in codes.items() if c != 0]
 
 
 def failure_message(failed: Sequence[tuple[int, int]]) -> str:
