@@ -28,7 +28,8 @@ invocation, and the step-time ratios are printed with the CPU targets (our
 Transformer step >= 2x faster than GPT2Model's, Mamba >= 40x faster than
 the MambaMixer stack's). Run it on an otherwise idle machine: PyTorch's
 OpenMP threads slow down far more than XLA's under CPU contention, which
-would flatter the ratios.
+would flatter the ratios. `SSM_ICL_HOST_MALLOC=1` (ssm_icl/host_memory.py)
+applies to the whole process, so to the PyTorch peers too.
 Reports compile time (lower + compile), median step time over `--steps`
 timed steps after one warm-up step, steps/s and tokens/s, printed as a table
 and optionally written as JSON, with the kernel's targets: the paper
@@ -58,6 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import torch_peers
 from configs import linear_regression
 from configs import many_outlier_regression
+from ssm_icl import host_memory
 from ssm_icl import models
 from ssm_icl import tasks
 from ssm_icl.parallel import mesh as mesh_lib
@@ -188,6 +190,8 @@ def bench(config, n_points: int, steps: int,
 
 def main(argv):
   del argv
+  # Honours SSM_ICL_HOST_MALLOC=1 as the CLIs do; before the backend starts.
+  host_memory.configure()
   backend = jax.default_backend()
   deep_batch = _DEEP_BATCH.value or (4 if backend == "cpu" else 64)
   selected = cases(deep_batch)

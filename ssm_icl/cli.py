@@ -31,6 +31,7 @@ from absl import logging
 
 from ssm_icl import compile_cache
 from ssm_icl import errors
+from ssm_icl import host_memory
 
 EXIT_USER_ERROR = 2
 
@@ -143,9 +144,11 @@ def start() -> str | None:
   """Start-up shared by every `main`; returns the compile cache directory.
 
   Hides absl/Orbax INFO logs (dozens of lines per checkpoint) unless
-  `--verbosity` is given, and turns on the persistent compilation cache.
+  `--verbosity` is given, keeps XLA:CPU's step buffers in the heap
+  (`ssm_icl.host_memory`) and turns on the persistent compilation cache.
   Call before anything is compiled.
   """
+  host_memory.configure()
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   return compile_cache.configure(COMPILE_CACHE.value)

@@ -9,6 +9,7 @@ contrast, keeps its traceback.
 import concurrent.futures
 import os
 import sys
+from unittest import mock
 
 from absl.testing import absltest
 import jax
@@ -17,6 +18,7 @@ import numpy as np
 from configs import linear_regression
 from ssm_icl import cli
 from ssm_icl import errors
+from ssm_icl import host_memory
 from ssm_icl.train import checkpoint
 from tests.train import cli_util
 
@@ -40,6 +42,18 @@ class ErrorLineTest(absltest.TestCase):
     self.assertIsInstance(errors.UserError("x"), ValueError)
     self.assertIsInstance(errors.UserTypeError("x"), TypeError)
     self.assertIsInstance(errors.UserTypeError("x"), errors.UserError)
+
+
+class StartTest(absltest.TestCase):
+
+  def test_start_applies_the_host_malloc_choice_before_the_cache(self):
+    calls = []
+    with mock.patch.object(host_memory, "configure",
+                           lambda: calls.append("malloc")), \
+         mock.patch.object(cli.compile_cache, "configure",
+                           lambda value: calls.append("cache") or "dir"):
+      self.assertEqual(cli.start(), "dir")
+    self.assertEqual(calls, ["malloc", "cache"])
 
 
 class CommandLineMistakesTest(absltest.TestCase):
