@@ -190,17 +190,34 @@ class EstimateTest(absltest.TestCase):
   def test_projection_interpolates_in_tokens(self):
     config = plan_lib.task_config("linear_regression", "mamba", "paper")
     config.train.steps = 5000
-    # 11 points = 22 tokens at 1 s, 41 points = 82 tokens at 4 s per step;
-    # steps 0-1999 at 11 points, 2000-3999 at 13, 4000-4999 at 15.
-    got = estimate.projected_seconds(config, {11: 1.0, 41: 4.0})
-    per_token = 3.0 / 60
-    want = 2000 * 1.0 + 2000 * (1 + 4 * per_token) + 1000 * (1 + 8 * per_token)
+    # 13 points = 26 tokens at 1 s, 41 points = 82 tokens at 4 s per step;
+    # steps 0-1999 at 11 points and 2000-3999 at 13 both run in the first
+    # length bucket (13 points), 4000-4999 at 15 in the second (17).
+    got = estimate.projected_seconds(config, {13: 1.0, 41: 4.0})
+    per_token = 3.0 / 56
+    want = 4000 * 1.0 + 1000 * (1 + 8 * per_token)
     self.assertAlmostEqual(got, want)
 
   def test_projection_of_a_constant_length(self):
     config = plan_lib.task_config("sparse_parity", "mamba", "tiny")
     self.assertAlmostEqual(estimate.projected_seconds(config, {12: 0.5}),
                            0.5 * config.train.steps)
+
+  def test_one_length_bucket_runs_every_step_at_the_final_length(self):
+    suite = plan_lib.suite_config("mini")
+    run = plan_lib.plan_runs(suite, tasks=["linear_regression"],
+                             families=["mamba"])[0]
+    config = run.config
+    self.assertEqual(config.train.length_buckets, 1)
+    final = config.task.curriculum.points.end
+    self.assertEqual(estimate.timed_points(config), [final])
+    self.assertAlmostEqual(estimate.projected_seconds(config, {final: 0.03}),
+                           0.03 * config.train.steps)
+
+  def test_paper_runs_are_timed_at_their_first_and_last_bucket(self):
+    config = plan_lib.task_config("linear_regression", "mamba", "paper")
+    # Buckets (13, 17, ..., 41): the first stages (11, 13 points) share 13.
+    self.assertEqual(estimate.timed_points(config), [13, 41])
 
   def test_time_steps_must_be_positive(self):
     with self.assertRaisesRegex(ValueError, "time_steps=0 must be >= 1"):

@@ -2,10 +2,12 @@
 
 For every run, a few training steps are timed on this machine with the
 run's exact model, batch and mesh (`train_and_evaluate` in a scratch
-directory, compilation excluded): at the curriculum's first and last prompt
-lengths when they differ. The step time is interpolated linearly in the
-number of tokens and summed over the curriculum's stages. Evaluation and
-checkpointing are not included. Run it on the machine that will train the
+directory, compilation excluded): at its first and last length bucket when
+they differ (`train.length_buckets`: a step runs padded to its stage's
+bucket, so a run with one bucket, like the mini suite's, runs every step at
+the final length). The step time is interpolated linearly in the number of
+tokens and summed over the curriculum's stages, each at its bucket.
+Evaluation and checkpointing are not included. Run it on the machine that will train the
 suite (e.g. a GPU for the `paper` suite):
 
   python -m ssm_icl.reproduce --suite=paper --workdir=DIR --time_steps=20
@@ -23,6 +25,7 @@ import jax
 from ssm_icl import errors
 from ssm_icl import paths
 from ssm_icl.reproduce import plan as plan_lib
+from ssm_icl.train import buckets as bucket_lib
 from ssm_icl.train import loop
 from ssm_icl.train import metrics as metrics_lib
 
@@ -54,15 +57,26 @@ def _remove(directory: epath.Path) -> None:
     directory.rmtree()
 
 
+def timed_points(config: Any) -> list[int]:
+  """The n_points to time a run at: its first and last length bucket."""
+  _, curriculum, _, _ = loop.build(config)
+  buckets = bucket_lib.curriculum_buckets(curriculum,
+                                          config.train.length_buckets)
+  return sorted({buckets[0], buckets[-1]})
+
+
 def projected_seconds(config: Any, times: dict[int, float]) -> float:
   """Training seconds over the whole curriculum, from per-length times.
 
   Args:
     config: the run's config.
-    times: n_points -> seconds per step, measured at one or two lengths;
-      other lengths are interpolated linearly in tokens.
+    times: n_points -> seconds per step, measured at one or two lengths
+      (`timed_points`); other lengths are interpolated linearly in tokens.
+      Each stage counts at the length of its bucket.
   """
   task, curriculum, _, _ = loop.build(config)
+  buckets = bucket_lib.curriculum_buckets(curriculum,
+                                          config.train.length_buckets)
   (p0, t0), (p1, t1) = sorted(times.items())[0], sorted(times.items())[-1]
   l0, l1 = task.seq_len(p0), task.seq_len(p1)
   slope = 0.0 if l1 == l0 else (t1 - t0) / (l1 - l0)
@@ -72,7 +86,8 @@ def projected_seconds(config: Any, times: dict[int, float]) -> float:
     interval = steps
   total = 0.0
   for start in range(0, steps, interval):
-    length = task.seq_len(curriculum.at(start)[1])
+    length = task.seq_len(bucket_lib.bucket_of(buckets,
+                                               curriculum.at(start)[1]))
     total += (t0 + slope * (length - l0)) * min(interval, steps - start)
   return total
 
@@ -91,17 +106,16 @@ def estimate_times(runs: Sequence[plan_lib.Run], workdir: paths.PathLike, *,
       "# Projected training time per run", "",
       f"Measured on {jax.device_count()} x {device.device_kind} "
       f"({device.platform}) with JAX {jax.__version__}: {n_steps} steps "
-      f"after {n_steps} compile/warm-up steps, at the first and last prompt "
-      "length of the curriculum, interpolated in tokens; evaluation and "
+      f"after {n_steps} compile/warm-up steps, at the first and last length "
+      "bucket of the curriculum, interpolated in tokens; evaluation and "
       "checkpoints not included.", "",
-      "| Run | steps | batch | ms/step (first, last length) | projected |",
+      "| Run | steps | batch | ms/step (first, last bucket) | projected |",
       "|---|---|---|---|---|"]
   total = 0.0
   workdir = paths.workdir_path(workdir)
   scratch = workdir / "estimate_scratch"
   for i, run in enumerate(runs):
-    _, curriculum, _, _ = loop.build(run.config)
-    lengths = sorted({curriculum.points_start, curriculum.points_end})
+    lengths = timed_points(run.config)
     times = {p: step_time(run.config, p, n_steps, scratch) for p in lengths}
     seconds = projected_seconds(run.config, times)
     total += seconds
