@@ -7,9 +7,7 @@ glibc serves a request above its mmap threshold (at most 32 MB) with a fresh
 `mmap` and returns it with `munmap`, so every step the kernel maps, zeroes
 and unmaps the whole buffer again: one page fault per 4 kB. Measured on the
 2-core CPU (2026-12-02, `perf`): 36% of a many-outlier Mamba step's time was
-in the kernel, in those faults and in `munmap`; with the buffer kept in the
-heap the step went from 150-160 ms to 96-100 ms, and the paper's
-Transformer-2 step from 479 ms to 352 ms.
+in the kernel, in those faults and in `munmap` (step times below).
 
 `configure()` asks glibc (`mallopt`) to
   * never `mmap` an allocation (`M_MMAP_MAX` = 0), serving it from the heap;

@@ -7,8 +7,8 @@ they differ (`train.length_buckets`: a step runs padded to its stage's
 bucket, so a run with one bucket, like the mini suite's, runs every step at
 the final length). The step time is interpolated linearly in the number of
 tokens and summed over the curriculum's stages, each at its bucket.
-Evaluation and checkpointing are not included. Run it on the machine that will train the
-suite (e.g. a GPU for the `paper` suite):
+Evaluation and checkpointing are not included. Run it on the machine that
+will train the suite (e.g. a GPU for the `paper` suite):
 
   python -m ssm_icl.reproduce --suite=paper --workdir=DIR --time_steps=20
 """
@@ -57,11 +57,16 @@ def _remove(directory: epath.Path) -> None:
     directory.rmtree()
 
 
+def _built(config: Any) -> tuple[Any, Any, tuple[int, ...]]:
+  """(task, curriculum, length buckets) of a run's config."""
+  task, curriculum, _, _ = loop.build(config)
+  return task, curriculum, bucket_lib.curriculum_buckets(
+      curriculum, config.train.length_buckets)
+
+
 def timed_points(config: Any) -> list[int]:
   """The n_points to time a run at: its first and last length bucket."""
-  _, curriculum, _, _ = loop.build(config)
-  buckets = bucket_lib.curriculum_buckets(curriculum,
-                                          config.train.length_buckets)
+  buckets = _built(config)[2]
   return sorted({buckets[0], buckets[-1]})
 
 
@@ -74,9 +79,7 @@ def projected_seconds(config: Any, times: dict[int, float]) -> float:
       (`timed_points`); other lengths are interpolated linearly in tokens.
       Each stage counts at the length of its bucket.
   """
-  task, curriculum, _, _ = loop.build(config)
-  buckets = bucket_lib.curriculum_buckets(curriculum,
-                                          config.train.length_buckets)
+  task, curriculum, buckets = _built(config)
   (p0, t0), (p1, t1) = sorted(times.items())[0], sorted(times.items())[-1]
   l0, l1 = task.seq_len(p0), task.seq_len(p1)
   slope = 0.0 if l1 == l0 else (t1 - t0) / (l1 - l0)
