@@ -52,6 +52,8 @@ import importlib.util
 import os
 import sys
 
+from ssm_icl import errors
+
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
@@ -70,9 +72,16 @@ _configured = False
 
 def wanted(environ=None, find_spec=importlib.util.find_spec,
            platform: str = sys.platform) -> tuple[bool, str]:
-  """(whether to configure malloc, why not if not): see the module doc."""
+  """(whether to configure malloc, why not if not): see the module doc.
+
+  Raises:
+    UserError: SSM_ICL_HOST_MALLOC is set to something other than 0 or 1.
+  """
   environ = os.environ if environ is None else environ
-  if environ.get(ENV, "0") != "1":
+  value = environ.get(ENV, "0")
+  if value not in ("0", "1"):
+    raise errors.UserError(f"{ENV}={value!r}: expected 0 (default) or 1.")
+  if value != "1":
     return False, f"{ENV} is not 1"
   if not platform.startswith("linux"):
     return False, f"not Linux ({platform})"

@@ -70,6 +70,11 @@ class WantedTest(absltest.TestCase):
     self.assertEqual(self._wanted(on, plugins=("jax_cuda12_plugin",)),
                      (False, "accelerator plugin jax_cuda12_plugin installed"))
 
+  def test_other_values_are_a_user_error(self):
+    with self.assertRaisesWithLiteralMatch(
+        ValueError, f"{host_memory.ENV}='yes': expected 0 (default) or 1."):
+      self._wanted({host_memory.ENV: "yes"})
+
   def test_configure_without_opt_in_does_nothing(self):
     self.assertFalse(host_memory.configure({}))
 
