@@ -3,6 +3,7 @@ r"""Train-step throughput and compile time of the paper's configurations.
   python benchmarks/train_step_bench.py            # all cases
   python benchmarks/train_step_bench.py --quick    # paper Transformer + Mamba
   python benchmarks/train_step_bench.py --json=/tmp/bench.json
+  python benchmarks/train_step_bench.py --compile_grid   # compile times only
 
 Cases (the same jitted, sharded, donated step the trainer runs, batch
 generated on device, Adam + clipping):
@@ -17,6 +18,10 @@ generated on device, Adam + clipping):
     the fused Pallas selective scan (`scan_impl="pallas"`). On CPU they are
     reported as not measured (Pallas runs only in interpret mode there)
     unless named in `--cases`.
+`--compile_grid` only compiles, and instead of the cases above: the train
+step of every paper configuration (configs/<task>.py for each of the nine
+tasks and six families, at its curriculum's final prompt length), printing
+each compile time against the CPU target of 10 s.
 `--precisions=default,highest` times every case at both matmul precisions
 and prints the ratio (the paper configs train at "highest").
 
@@ -28,8 +33,9 @@ invocation, and the step-time ratios are printed with the CPU targets (our
 Transformer step >= 2x faster than GPT2Model's, Mamba >= 40x faster than
 the MambaMixer stack's). Run it on an otherwise idle machine: PyTorch's
 OpenMP threads slow down far more than XLA's under CPU contention, which
-would flatter the ratios. `SSM_ICL_HOST_MALLOC=1` (ssm_icl/host_memory.py)
-applies to the whole process, so to the PyTorch peers too.
+would flatter the ratios. `SSM_ICL_HOST_MALLOC` (ssm_icl/host_memory.py: the
+default `heap`, or `1` for long steps) applies to the whole process, so to
+the PyTorch peers too.
 Reports compile time (lower + compile), median step time over `--steps`
 timed steps after one warm-up step, steps/s and tokens/s, printed as a table
 and optionally written as JSON, with the kernel's targets: the paper
@@ -40,6 +46,7 @@ Mamba-4 step with the kernel at most 1.5x the Transformer-2 step, and the
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
@@ -57,6 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 import torch_peers
+from configs import common
 from configs import linear_regression
 from configs import many_outlier_regression
 from ssm_icl import host_memory
@@ -83,6 +91,12 @@ _PEERS = flags.DEFINE_bool(
 _PEER_STEPS = flags.DEFINE_integer(
     "peer_steps", None, "Timed steps of each PyTorch peer (default: --steps "
     "for GPT2Model, 2 for the MambaMixer stack, whose CPU step takes ~40 s).")
+_GRID = flags.DEFINE_bool(
+    "compile_grid", False, "Only compile the train step of every paper "
+    "configuration (task x family), against COMPILE_TARGET_S.")
+# Compile time (sampler + trace + XLA compile, no persistent cache) that
+# every paper configuration must stay under on the 2-core CPU.
+COMPILE_TARGET_S = 10.0
 # Step-time targets on a CPU: peer step / our step must reach these.
 PEER_TARGETS = {"transformer": 2.0, "mamba": 40.0}
 _PALLAS_SUFFIX = "_pallas"
@@ -111,6 +125,18 @@ def cases(deep_batch: int) -> dict:
   return result
 
 
+def paper_grid() -> dict:
+  """name -> (config, n_points): every task x family at the paper's size,
+  at its curriculum's final prompt length (the longest program it builds)."""
+  result = {}
+  for task in tasks.TASKS:
+    module = importlib.import_module(f"configs.{task}")
+    for family in common.FAMILIES:
+      config = module.get_config(family)
+      result[f"{task}:{family}"] = (config, config.task.curriculum.points.end)
+  return result
+
+
 def _build(config):
   """(task, ModelConfig) of a config (as `loop.build`, without importing the
   checkpointing stack, so the script runs where Orbax is not installed)."""
@@ -121,13 +147,15 @@ def _build(config):
 
 
 def bench(config, n_points: int, steps: int,
-          precision: str | None = None, with_peer: bool = True) -> dict:
+          precision: str | None = None, with_peer: bool = True,
+          compile_only: bool = False) -> dict:
   """Compiles and times the train step of `config` at `n_points`.
 
   The step runs under `precision` (default: the config's
   `train.matmul_precision`), as the trainer does. With `with_peer` (and
   --peers, the interop extra, a transformer or mamba case), the PyTorch peer
-  is timed too, under result["peer"].
+  is timed too, under result["peer"]. With `compile_only`, nothing runs:
+  the result has the compile time and the shapes only.
   """
   precision = precision or config.train.matmul_precision
   task, model_cfg = _build(config)
@@ -156,6 +184,14 @@ def bench(config, n_points: int, steps: int,
     prompt = sample(state.step, n_dims)
     compiled = fn.lower(state, prompt, no_nan).compile()
     compile_s = time.perf_counter() - start
+    shapes = {
+        "family": model_cfg.family, "n_layer": model_cfg.n_layer,
+        "d_model": model_cfg.d_model, "batch": batch, "precision": precision,
+        "tokens_per_prompt": task.seq_len(n_points),
+        "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        "compile_s": compile_s}
+    if compile_only:
+      return shapes
     # Each timed step samples its batch on device, as the training loop does.
     state, metrics = compiled(state, sample(state.step, n_dims), no_nan)
     jax.block_until_ready(metrics)  # warm-up
@@ -177,22 +213,42 @@ def bench(config, n_points: int, steps: int,
         grad_clip=config.train.grad_clip, lr=config.train.lr,
         steps=peer_steps)
   tokens = batch * task.seq_len(n_points)
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {
-      "family": model_cfg.family, "n_layer": model_cfg.n_layer,
-      "d_model": model_cfg.d_model, "batch": batch, "precision": precision,
-      "tokens_per_prompt": task.seq_len(n_points), "params": int(n_params),
-      "compile_s": compile_s, "step_ms": 1e3 * step_s,
+      **shapes, "step_ms": 1e3 * step_s,
       "steps_per_s": 1.0 / step_s, "tokens_per_s": tokens / step_s,
       "loss": float(metrics["train/loss"]), "peer": peer,
   }
 
 
+def compile_grid(backend: str) -> None:
+  """--compile_grid: compiles and prints every paper configuration."""
+  results = {}
+  print(f"{'config':<42} {'tokens':>6} {'layers':>6} {'compile s':>9}",
+        flush=True)
+  for name, (config, n_points) in paper_grid().items():
+    r = results[name] = bench(config, n_points, 0, compile_only=True)
+    print(f"{name:<42} {r['tokens_per_prompt']:>6} {r['n_layer']:>6} "
+          f"{r['compile_s']:>9.2f}", flush=True)
+  worst = max(results, key=lambda n: results[n]["compile_s"])
+  over = [n for n, r in results.items() if r["compile_s"] >= COMPILE_TARGET_S]
+  print(f"\n{len(results)} configs on {backend}, jax {jax.__version__}: the "
+        f"longest compile {results[worst]['compile_s']:.2f} s ({worst}); "
+        f"target < {COMPILE_TARGET_S:g} s on the 2-core CPU: "
+        + (f"NOT met by {over}" if over else "met by every config"))
+  if _JSON.value:
+    with open(_JSON.value, "w", encoding="utf-8") as f:
+      json.dump({"backend": backend, "jax": jax.__version__,
+                 "compile_grid": results}, f, indent=1)
+
+
 def main(argv):
   del argv
-  # Honours SSM_ICL_HOST_MALLOC=1 as the CLIs do; before the backend starts.
+  # Honours SSM_ICL_HOST_MALLOC as the CLIs do; before the backend starts.
   host_memory.configure()
   backend = jax.default_backend()
+  if _GRID.value:
+    compile_grid(backend)
+    return
   deep_batch = _DEEP_BATCH.value or (4 if backend == "cpu" else 64)
   selected = cases(deep_batch)
   names = _CASES.value or (["transformer", "mamba"] if _QUICK.value

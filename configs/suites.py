@@ -48,9 +48,10 @@ import math
 
 import ml_collections
 
+from configs import common
 from ssm_icl import errors
 
-FAMILIES = ("transformer", "mamba", "s4", "s4_mamba", "hybrid", "mambaformer")
+FAMILIES = common.FAMILIES
 TABLE1 = "transformer,mamba,mambaformer"
 ALL = ",".join(FAMILIES)
 REGRESSION = ("linear_regression", "sparse_linear_regression",
