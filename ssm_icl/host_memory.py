@@ -11,7 +11,7 @@ the whole buffer again: one page fault per 4 kB. Measured on the 2-core CPU
 the quickstart's (2026-12-03) were in the kernel, in those faults and in
 `munmap`.
 
-Two settings (`mallopt`), chosen with `SSM_ICL_HOST_MALLOC`:
+Three values of `SSM_ICL_HOST_MALLOC` (the first two set `mallopt`):
 
   * `heap` (the default): never `mmap` an allocation (`M_MMAP_MAX` = 0) and
     keep freed memory instead of returning it to the kernel after each step
