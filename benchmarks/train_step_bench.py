@@ -70,6 +70,7 @@ from configs import many_outlier_regression
 from ssm_icl import host_memory
 from ssm_icl import models
 from ssm_icl import tasks
+from ssm_icl.ops import flops as flops_lib
 from ssm_icl.parallel import mesh as mesh_lib
 from ssm_icl.train import optim
 from ssm_icl.train import state as state_lib
@@ -189,6 +190,10 @@ def bench(config, n_points: int, steps: int,
         "d_model": model_cfg.d_model, "batch": batch, "precision": precision,
         "tokens_per_prompt": task.seq_len(n_points),
         "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        # Analytic forward + backward FLOPs of the step (ssm_icl.ops.flops).
+        "step_gflop": flops_lib.model_flops(
+            model_cfg, task.seq_len(n_points), batch=batch,
+            training=True)["total"] / 1e9,
         "compile_s": compile_s}
     if compile_only:
       return shapes
@@ -216,8 +221,24 @@ def bench(config, n_points: int, steps: int,
   return {
       **shapes, "step_ms": 1e3 * step_s,
       "steps_per_s": 1.0 / step_s, "tokens_per_s": tokens / step_s,
+      "gflops_per_s": shapes["step_gflop"] / step_s,
       "loss": float(metrics["train/loss"]), "peer": peer,
   }
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+  """GFLOP/s of one jitted fp32 [n, n] x [n, n] matmul here (best of
+  `repeats`): the most a step made of matmuls could sustain on this
+  machine, to set a step's GFLOP/s against."""
+  a = jax.numpy.ones((n, n), jax.numpy.float32)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best / 1e9
 
 
 def compile_grid(backend: str) -> None:
@@ -302,6 +323,20 @@ def main(argv):
             f"{r['step_ms']:.0f} ms = {ratio:.2f}x (target >= "
             f"{PEER_TARGETS[family]:g}x: "
             f"{'met' if ratio >= PEER_TARGETS[family] else 'NOT met'})")
+  if any(r.get("peer") for r in results.values()):
+    # What a target asks of the machine: the GFLOP/s the whole step would
+    # have to sustain, beside a large matmul's (the ceiling for a step).
+    peak = matmul_gflops()
+    for name, r in results.items():
+      if r.get("peer"):
+        need = r["step_gflop"] * PEER_TARGETS[r["family"]] / (
+            r["peer"]["step_ms"] / 1e3)
+        r["needed_gflops_per_s"] = need
+        print(f"{name}: {r['step_gflop']:.1f} GFLOP per step; ours "
+              f"{r['gflops_per_s']:.0f} GFLOP/s, the peer "
+              f"{r['step_gflop'] / r['peer']['step_ms'] * 1e3:.0f}, the "
+              f"target needs {need:.0f}; a 1024^2 fp32 matmul here: "
+              f"{peak:.0f} GFLOP/s")
   if _PEERS.value and not torch_peers.available():
     print("\nPyTorch peers not measured: install the interop extra "
           "(pip install -e .[interop]).")

@@ -38,6 +38,19 @@ class CompileOnlyTest(absltest.TestCase):
     self.assertGreater(result["compile_s"], 0.0)
     self.assertGreater(result["params"], 0)
     self.assertNotIn("step_ms", result)
+    # Analytic training FLOPs: 3x the forward pass of the batch.
+    forward = train_step_bench.flops_lib.model_flops(
+        train_step_bench._build(config)[1], 10,
+        batch=result["batch"])["total"]
+    self.assertAlmostEqual(result["step_gflop"], 3 * forward / 1e9)
+
+
+class MatmulGflopsTest(absltest.TestCase):
+
+  def test_a_positive_finite_rate(self):
+    rate = train_step_bench.matmul_gflops(n=64, repeats=2)
+    self.assertGreater(rate, 0.0)
+    self.assertLess(rate, float("inf"))
 
 
 if __name__ == "__main__":
