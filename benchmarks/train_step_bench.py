@@ -98,6 +98,8 @@ _GRID = flags.DEFINE_bool(
 # Compile time (sampler + trace + XLA compile, no persistent cache) that
 # every paper configuration must stay under on the 2-core CPU.
 COMPILE_TARGET_S = 10.0
+# Side of the square fp32 matmul whose rate a step's GFLOP/s is set against.
+MATMUL_N = 1024
 # Step-time targets on a CPU: peer step / our step must reach these.
 PEER_TARGETS = {"transformer": 2.0, "mamba": 40.0}
 _PALLAS_SUFFIX = "_pallas"
@@ -226,7 +228,7 @@ def bench(config, n_points: int, steps: int,
   }
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+def matmul_gflops(n: int = MATMUL_N, repeats: int = 10) -> float:
   """GFLOP/s of one jitted fp32 [n, n] x [n, n] matmul here (best of
   `repeats`): the most a step made of matmuls could sustain on this
   machine, to set a step's GFLOP/s against."""
@@ -335,7 +337,7 @@ def main(argv):
         print(f"{name}: {r['step_gflop']:.1f} GFLOP per step; ours "
               f"{r['gflops_per_s']:.0f} GFLOP/s, the peer "
               f"{r['step_gflop'] / r['peer']['step_ms'] * 1e3:.0f}, the "
-              f"target needs {need:.0f}; a 1024^2 fp32 matmul here: "
+              f"target needs {need:.0f}; a {MATMUL_N}^2 fp32 matmul here: "
               f"{peak:.0f} GFLOP/s")
   if _PEERS.value and not torch_peers.available():
     print("\nPyTorch peers not measured: install the interop extra "
